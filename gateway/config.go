@@ -1,0 +1,218 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/pulsegate/pulsegate/gateway/intake"
+)
+
+// Duration is a time.Duration that TOML reads from strings such as "15s".
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes a Go duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Config is the appliance's configuration: a TOML file, then flags on top.
+// DefaultConfig documents every default.
+type Config struct {
+	// DataDir holds the count store and everything else the box keeps.
+	DataDir string `toml:"data_dir"`
+	// Listen is the address of the page, /healthz and /metrics. The default
+	// is loopback: nothing is served to the network unless asked.
+	Listen string `toml:"listen"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+
+	Site   SiteConfig   `toml:"site"`
+	Serial SerialConfig `toml:"serial"`
+	Clock  ClockConfig  `toml:"clock"`
+	Limits LimitsConfig `toml:"limits"`
+	Sim    SimConfig    `toml:"sim"`
+}
+
+// SiteConfig names the office.
+type SiteConfig struct {
+	Name     string `toml:"name"`
+	TimeZone string `toml:"time_zone"` // IANA name, e.g. "Europe/Berlin"
+}
+
+// SerialConfig says where the boards are.
+type SerialConfig struct {
+	// Boards are device paths, preferably stable ones such as
+	// /dev/serial/by-id/usb-…. Empty: discover USB serial ports.
+	Boards []string `toml:"boards"`
+	// HungTimeout: a board silent this long is reopened.
+	HungTimeout Duration `toml:"hung_timeout"`
+	BaudRate    int      `toml:"baud_rate"`
+}
+
+// ClockConfig says when the clock counts as set.
+type ClockConfig struct {
+	// NotBefore (YYYY-MM-DD): a clock showing an earlier date is not set and
+	// presses are left unacknowledged. Default 2025-01-01.
+	NotBefore string `toml:"not_before"`
+}
+
+// LimitsConfig is the abuse limit. A burst of 0 disables that bucket.
+type LimitsConfig struct {
+	ButtonBurst    int      `toml:"button_burst"`
+	ButtonInterval Duration `toml:"button_interval"`
+	BoardBurst     int      `toml:"board_burst"`
+	BoardInterval  Duration `toml:"board_interval"`
+}
+
+// SimConfig controls the simulated board.
+type SimConfig struct {
+	// Mode: "auto" starts one simulated board when no board is configured
+	// and none is found at start; "on" always starts one; "off" never.
+	Mode string `toml:"mode"`
+	// Rate is presses per second; GreenShare the share of green presses.
+	Rate       float64 `toml:"rate"`
+	GreenShare float64 `toml:"green_share"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	l := intake.DefaultLimits()
+	return Config{
+		DataDir:  "data",
+		Listen:   "127.0.0.1:8080",
+		LogLevel: "info",
+		Site:     SiteConfig{Name: "Office", TimeZone: "Local"},
+		Serial:   SerialConfig{HungTimeout: Duration{15 * time.Second}, BaudRate: 115200},
+		Clock:    ClockConfig{NotBefore: intake.DefaultNotBefore.Format(time.DateOnly)},
+		Limits: LimitsConfig{
+			ButtonBurst: l.ButtonBurst, ButtonInterval: Duration{l.ButtonInterval},
+			BoardBurst: l.BoardBurst, BoardInterval: Duration{l.BoardInterval},
+		},
+		Sim: SimConfig{Mode: "auto", Rate: 0.5, GreenShare: 0.6},
+	}
+}
+
+// LoadConfigFile reads a TOML file over cfg. Unknown keys are errors: a
+// misspelt key silently ignored is a setting the customer thinks they made.
+func LoadConfigFile(path string, cfg *Config) error {
+	md, err := toml.DecodeFile(path, cfg)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", path, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		return fmt.Errorf("read config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: must be set"))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: want host:port: %w", c.Listen, err))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if n := strings.TrimSpace(c.Site.Name); n == "" || len(n) > 64 {
+		errs = append(errs, fmt.Errorf("site.name %q: must be 1 to 64 characters", c.Site.Name))
+	}
+	if _, err := c.Location(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, b := range c.Serial.Boards {
+		if !filepath.IsAbs(b) {
+			errs = append(errs, fmt.Errorf("serial.boards: %q is not an absolute device path", b))
+		}
+	}
+	if c.Serial.HungTimeout.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("serial.hung_timeout %s: must be at least 1s (boards send a heartbeat every 5s)", c.Serial.HungTimeout))
+	}
+	if c.Serial.BaudRate <= 0 {
+		errs = append(errs, fmt.Errorf("serial.baud_rate %d: must be positive", c.Serial.BaudRate))
+	}
+	if _, err := c.NotBefore(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.LimitConfig().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Sim.Mode {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("sim.mode %q: want auto, on or off", c.Sim.Mode))
+	}
+	if c.Sim.Rate <= 0 || c.Sim.Rate > 1000 {
+		errs = append(errs, fmt.Errorf("sim.rate %g: want presses per second in (0, 1000]", c.Sim.Rate))
+	}
+	if c.Sim.GreenShare < 0 || c.Sim.GreenShare > 1 {
+		errs = append(errs, fmt.Errorf("sim.green_share %g: want a share in [0, 1]", c.Sim.GreenShare))
+	}
+	return errors.Join(errs...)
+}
+
+// Location loads the office's time zone.
+func (c Config) Location() (*time.Location, error) {
+	if c.Site.TimeZone == "" {
+		return nil, errors.New("site.time_zone: must be set (an IANA name such as Europe/Berlin, or Local)")
+	}
+	loc, err := time.LoadLocation(c.Site.TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("site.time_zone %q: %w", c.Site.TimeZone, err)
+	}
+	return loc, nil
+}
+
+// NotBefore parses clock.not_before.
+func (c Config) NotBefore() (time.Time, error) {
+	t, err := time.Parse(time.DateOnly, c.Clock.NotBefore)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("clock.not_before %q: want YYYY-MM-DD", c.Clock.NotBefore)
+	}
+	if t.Before(intake.DefaultNotBefore) {
+		return time.Time{}, fmt.Errorf("clock.not_before %s: may only be stricter than %s", c.Clock.NotBefore, intake.DefaultNotBefore.Format(time.DateOnly))
+	}
+	return t, nil
+}
+
+// LimitConfig converts the abuse limit.
+func (c Config) LimitConfig() intake.LimitConfig {
+	return intake.LimitConfig{
+		ButtonBurst: c.Limits.ButtonBurst, ButtonInterval: c.Limits.ButtonInterval.Duration,
+		BoardBurst: c.Limits.BoardBurst, BoardInterval: c.Limits.BoardInterval.Duration,
+	}
+}
+
+// StorePath is where the count store lives.
+func (c Config) StorePath() string { return filepath.Join(c.DataDir, "counts.db") }
+
+// ensureDataDir creates the data directory, private to the daemon's user.
+func (c Config) ensureDataDir() error {
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	return nil
+}

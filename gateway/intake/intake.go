@@ -1,0 +1,293 @@
+// Package intake turns presses from the boards into durable counts. It is the
+// gateway's drivers.Sink: presses queue here, one committer goroutine books
+// whatever has queued in one store transaction (group commit: many presses,
+// one fsync), and only then are the boards acknowledged.
+//
+// It refuses to book while the clock is not set: a Pi has no real-time clock,
+// and a press booked on a day of 1970 would be wrong forever. Such presses
+// are left unacknowledged, so the boards keep them and resend.
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pulsegate/pulsegate/drivers"
+	"github.com/pulsegate/pulsegate/gateway/store"
+)
+
+// DefaultNotBefore is the earliest time the clock may show and count as
+// set: a year before 2025 means it never was.
+var DefaultNotBefore = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Config wires an Intake. Zero values are documented per field.
+type Config struct {
+	Store    *store.Store
+	Location *time.Location   // the office's time zone; nil means UTC
+	Now      func() time.Time // nil means time.Now
+	// NotBefore: a clock showing an earlier time is not set. Zero means
+	// DefaultNotBefore; a stricter deployment sets its build date.
+	NotBefore time.Time
+	Limits    LimitConfig
+	// MaxBatch caps presses per transaction; zero means 8192.
+	MaxBatch int
+	// QueueLen bounds presses waiting for the committer; zero means 16384.
+	// When full, presses are dropped unacknowledged and the board resends.
+	QueueLen int
+	Logger   *slog.Logger
+	// OnCommit, if set, is called after each successful transaction with its
+	// stats, from the committer goroutine. It must not block.
+	OnCommit func(store.BatchStats)
+}
+
+// Intake books presses. Start starts its committer; Close stops it.
+type Intake struct {
+	cfg     Config
+	log     *slog.Logger
+	reqs    chan request
+	limiter *Limiter
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+
+	stats counters
+}
+
+type request struct {
+	press   store.Press
+	pressed time.Time
+	settle  *store.Settle
+	ack     func(uint32)
+}
+
+type counters struct {
+	counted, suppressed, duplicates, deferred atomic.Uint64
+	clockRefused, queueFull, commits          atomic.Uint64
+	commitErrors, batched                     atomic.Uint64
+	clockUnset                                atomic.Bool
+	lastErr                                   atomic.Pointer[string]
+}
+
+// Stats are the intake's counters since start; none is per colour.
+type Stats struct {
+	Counted, Suppressed, Duplicates, Deferred uint64
+	// ClockRefused counts presses left unacknowledged because the clock
+	// was not set; ClockUnset says whether it is unset now.
+	ClockRefused uint64
+	ClockUnset   bool
+	QueueFull    uint64
+	Commits      uint64 // transactions, i.e. fsyncs
+	CommitErrors uint64
+	Batched      uint64 // presses and settles booked in all commits
+	LastError    string // last failed commit, "" after a success
+}
+
+// New returns an Intake; it starts nothing.
+func New(cfg Config) (*Intake, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("intake: no store")
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Location == nil {
+		cfg.Location = time.UTC
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NotBefore.IsZero() {
+		cfg.NotBefore = DefaultNotBefore
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 8192
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 16384
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	in := &Intake{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "intake"),
+		reqs:    make(chan request, cfg.QueueLen),
+		limiter: NewLimiter(cfg.Limits),
+	}
+	in.stats.clockUnset.Store(cfg.Now().Before(cfg.NotBefore))
+	return in, nil
+}
+
+// Start starts the committer.
+func (in *Intake) Start(ctx context.Context) {
+	ctx, in.cancel = context.WithCancel(ctx)
+	in.wg.Add(1)
+	go func() {
+		defer in.wg.Done()
+		in.run(ctx)
+	}()
+}
+
+// Close stops the committer and waits for it. Presses still queued are not
+// acknowledged; their boards resend them. Safe to call twice.
+func (in *Intake) Close() error {
+	if in.closed.Swap(true) {
+		return nil
+	}
+	if in.cancel != nil {
+		in.cancel()
+	}
+	in.wg.Wait()
+	return nil
+}
+
+// ClockSet reports whether the clock may be trusted to book presses.
+func (in *Intake) ClockSet() bool {
+	ok := !in.cfg.Now().Before(in.cfg.NotBefore)
+	in.stats.clockUnset.Store(!ok)
+	return ok
+}
+
+// NotBefore is the earliest time the clock must show to count as set.
+func (in *Intake) NotBefore() time.Time { return in.cfg.NotBefore }
+
+// SubmitPress queues a press; ack is called once it is durable.
+func (in *Intake) SubmitPress(p drivers.Press, ack func(seq uint32)) {
+	if p.Received.Before(in.cfg.NotBefore) || !in.ClockSet() {
+		in.stats.clockRefused.Add(1)
+		in.stats.clockUnset.Store(true)
+		return
+	}
+	pressed := p.Received.Add(-time.Duration(p.AgeMS) * time.Millisecond)
+	in.enqueue(request{
+		press: store.Press{
+			Board:  p.Board,
+			Boot:   p.Boot,
+			Seq:    p.Seq,
+			Colour: p.Colour,
+			Day:    store.DayOf(pressed, in.cfg.Location),
+		},
+		pressed: pressed,
+		ack:     ack,
+	})
+}
+
+// SubmitHeartbeat records that the board holds nothing at or below
+// boardAcked any more, and acks the board with what the store has.
+func (in *Intake) SubmitHeartbeat(board string, boot, boardAcked uint32, ack func(seq uint32)) {
+	in.enqueue(request{settle: &store.Settle{Board: board, Boot: boot, Upto: boardAcked}, ack: ack})
+}
+
+func (in *Intake) enqueue(r request) {
+	if in.closed.Load() {
+		return
+	}
+	select {
+	case in.reqs <- r:
+	default:
+		in.stats.queueFull.Add(1)
+	}
+}
+
+func (in *Intake) run(ctx context.Context) {
+	batch := make([]request, 0, 64)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-in.reqs:
+			batch = append(batch[:0], r)
+		drain:
+			for len(batch) < in.cfg.MaxBatch {
+				select {
+				case r := <-in.reqs:
+					batch = append(batch, r)
+				default:
+					break drain
+				}
+			}
+			in.commit(batch)
+		}
+	}
+}
+
+func (in *Intake) commit(batch []request) {
+	var presses []store.Press
+	var pressedAt []time.Time
+	var pressAcks []func(uint32)
+	var settles []store.Settle
+	var settleAcks []func(uint32)
+	for _, r := range batch {
+		if r.settle != nil {
+			settles = append(settles, *r.settle)
+			settleAcks = append(settleAcks, r.ack)
+			continue
+		}
+		presses = append(presses, r.press)
+		pressedAt = append(pressedAt, r.pressed)
+		pressAcks = append(pressAcks, r.ack)
+	}
+	allow := func(i int, p store.Press) bool {
+		return in.limiter.Allow(p.Board, p.Colour, pressedAt[i])
+	}
+	results, settled, st, err := in.cfg.Store.Book(presses, settles, allow)
+	if err != nil {
+		// Nothing was written: no ack goes out, the boards resend.
+		in.stats.commitErrors.Add(1)
+		msg := err.Error()
+		in.stats.lastErr.Store(&msg)
+		in.log.Error("booking presses failed; boards will resend", "presses", len(presses), "err", err)
+		return
+	}
+	in.stats.lastErr.Store(nil)
+	in.stats.commits.Add(1)
+	in.stats.batched.Add(uint64(len(batch)))
+	in.stats.counted.Add(uint64(st.Counted))
+	in.stats.suppressed.Add(uint64(st.Suppressed))
+	in.stats.duplicates.Add(uint64(st.Duplicate))
+	in.stats.deferred.Add(uint64(st.Deferred))
+	if in.cfg.OnCommit != nil {
+		in.cfg.OnCommit(st)
+	}
+	for i, res := range results {
+		if res.Ack > 0 && pressAcks[i] != nil {
+			pressAcks[i](res.Ack)
+		}
+	}
+	for i, w := range settled {
+		if w > 0 && settleAcks[i] != nil {
+			settleAcks[i](w)
+		}
+	}
+}
+
+// Stats returns the counters.
+func (in *Intake) Stats() Stats {
+	s := Stats{
+		Counted:      in.stats.counted.Load(),
+		Suppressed:   in.stats.suppressed.Load(),
+		Duplicates:   in.stats.duplicates.Load(),
+		Deferred:     in.stats.deferred.Load(),
+		ClockRefused: in.stats.clockRefused.Load(),
+		ClockUnset:   in.stats.clockUnset.Load(),
+		QueueFull:    in.stats.queueFull.Load(),
+		Commits:      in.stats.commits.Load(),
+		CommitErrors: in.stats.commitErrors.Load(),
+		Batched:      in.stats.batched.Load(),
+	}
+	if p := in.stats.lastErr.Load(); p != nil {
+		s.LastError = *p
+	}
+	return s
+}
+
+// String is for logs: figures without colours.
+func (s Stats) String() string {
+	return fmt.Sprintf("counted=%d suppressed=%d duplicates=%d commits=%d", s.Counted, s.Suppressed, s.Duplicates, s.Commits)
+}
