@@ -50,10 +50,15 @@ type limitKey struct {
 	colour drivers.Colour // 0 for the board-wide bucket
 }
 
+// A bucket counts its tokens as time credit: one token is one interval of
+// credit. Integer arithmetic keeps every decision exact and repeatable.
 type bucket struct {
-	tokens float64
+	credit time.Duration
+	every  time.Duration
 	last   time.Time
 }
+
+func (b *bucket) hasToken() bool { return b.credit >= b.every }
 
 // NewLimiter returns a limiter with every bucket full.
 func NewLimiter(cfg LimitConfig) *Limiter {
@@ -73,29 +78,30 @@ func (l *Limiter) Allow(board string, c drivers.Colour, pressedAt time.Time) boo
 	if l.cfg.BoardBurst > 0 {
 		brd = l.refill(limitKey{board, 0}, pressedAt, l.cfg.BoardBurst, l.cfg.BoardInterval)
 	}
-	if (btn != nil && btn.tokens < 1) || (brd != nil && brd.tokens < 1) {
+	if (btn != nil && !btn.hasToken()) || (brd != nil && !brd.hasToken()) {
 		return false
 	}
 	if btn != nil {
-		btn.tokens--
+		btn.credit -= btn.every
 	}
 	if brd != nil {
-		brd.tokens--
+		brd.credit -= brd.every
 	}
 	return true
 }
 
 func (l *Limiter) refill(k limitKey, t time.Time, burst int, every time.Duration) *bucket {
+	full := time.Duration(burst) * every
 	b, ok := l.buckets[k]
 	if !ok {
-		b = &bucket{tokens: float64(burst), last: t}
+		b = &bucket{credit: full, every: every, last: t}
 		l.buckets[k] = b
 		return b
 	}
 	// Presses can arrive slightly out of press order (resends, two boards'
 	// clocks); time never runs backwards for a bucket.
 	if t.After(b.last) {
-		b.tokens = min(float64(burst), b.tokens+float64(t.Sub(b.last))/float64(every))
+		b.credit = min(full, b.credit+t.Sub(b.last))
 		b.last = t
 	}
 	return b

@@ -1,0 +1,37 @@
+# Pulsegate. `make run` starts the appliance on this machine (with a simulated
+# board when no hardware is attached); `make test` runs every test.
+GO       ?= go
+BIN      := bin/pulsegate
+DATA_DIR ?= data
+ARGS     ?=
+
+.PHONY: run build test test-race bench lint fuzz clean
+
+run: build
+	./$(BIN) run --data-dir $(DATA_DIR) $(ARGS)
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./gateway/cmd/pulsegate
+
+test:
+	$(GO) test -count=1 -timeout 15m ./...
+
+# Race detector over the packages with concurrency of their own.
+test-race:
+	$(GO) test -count=1 -race -timeout 15m ./drivers/... ./gateway/...
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# A short run of every fuzz target (go test runs their seed corpora always).
+fuzz:
+	$(GO) test ./drivers -run='^$$' -fuzz=FuzzDecode -fuzztime=30s
+	$(GO) test ./drivers -run='^$$' -fuzz=FuzzParseBody -fuzztime=30s
+	$(GO) test ./gateway/store -run='^$$' -fuzz=FuzzDecodeBoard -fuzztime=30s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,234 @@
+// Command pulsegate is the appliance's one binary.
+//
+//	pulsegate run    run the gateway (boards, durable counts, local page)
+//	pulsegate sim    run a simulated button board on a pty
+//
+// main only maps run's error to an exit code.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+	_ "time/tzdata" // the appliance image has no zoneinfo: embed it
+
+	"github.com/pulsegate/pulsegate/drivers/fakeboard"
+	"github.com/pulsegate/pulsegate/gateway"
+)
+
+const usage = `usage: pulsegate <command> [flags]
+
+commands:
+  run     run the gateway: read the boards, keep durable counts, serve the page
+  sim     run a simulated button board on a pty and print its device path
+
+Run "pulsegate <command> -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "pulsegate:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "run":
+		return runGateway(ctx, args[1:], stdout, stderr)
+	case "sim":
+		return runSim(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := gateway.DefaultConfig()
+	var (
+		configPath = fs.String("config", "", "TOML configuration `file` (flags override it)")
+		dataDir    = fs.String("data-dir", def.DataDir, "`directory` for the count store")
+		listen     = fs.String("listen", def.Listen, "`address` of the page, /healthz and /metrics")
+		siteName   = fs.String("site-name", def.Site.Name, "the office's `name`")
+		timeZone   = fs.String("timezone", def.Site.TimeZone, "the office's IANA time `zone`, e.g. Europe/Berlin")
+		simMode    = fs.String("sim", def.Sim.Mode, "simulated board: auto (when no board is configured or found), on, off")
+		simRate    = fs.Float64("sim-rate", def.Sim.Rate, "simulated presses per second")
+		logLevel   = fs.String("log-level", def.LogLevel, "debug, info, warn or error")
+		notBefore  = fs.String("clock-not-before", def.Clock.NotBefore, "a clock before this `date` is not set (presses wait)")
+		noLimits   = fs.Bool("no-abuse-limit", false, "count every press (disables the abuse limit; for tests and benchmarks)")
+		boards     stringList
+	)
+	fs.Var(&boards, "board", "serial `device` of a board, repeatable (default: discover USB serial ports)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run: unexpected arguments %q", fs.Args())
+	}
+
+	cfg := def
+	if *configPath != "" {
+		if err := gateway.LoadConfigFile(*configPath, &cfg); err != nil {
+			return err
+		}
+	}
+	// Flags given on the command line win over the file.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data-dir":
+			cfg.DataDir = *dataDir
+		case "listen":
+			cfg.Listen = *listen
+		case "site-name":
+			cfg.Site.Name = *siteName
+		case "timezone":
+			cfg.Site.TimeZone = *timeZone
+		case "sim":
+			cfg.Sim.Mode = *simMode
+		case "sim-rate":
+			cfg.Sim.Rate = *simRate
+		case "log-level":
+			cfg.LogLevel = *logLevel
+		case "clock-not-before":
+			cfg.Clock.NotBefore = *notBefore
+		case "board":
+			cfg.Serial.Boards = boards
+		case "no-abuse-limit":
+			if *noLimits {
+				cfg.Limits.ButtonBurst, cfg.Limits.BoardBurst = 0, 0
+			}
+		}
+	})
+
+	log := newLogger(stderr, cfg.LogLevel)
+	g, err := gateway.Open(ctx, cfg, gateway.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Pulsegate is running. Open %s\n", g.URL())
+	if dev := g.SimDevice(); dev != "" {
+		fmt.Fprintf(stdout, "No board found: counting presses from a simulated board at %s\n", dev)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return g.Close()
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // validated with the config
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		rate        = fs.Float64("rate", 1, "presses per second (Poisson)")
+		greenShare  = fs.Float64("green-share", 0.6, "share of green presses, 0 to 1")
+		noise       = fs.Float64("noise", 0, "probability of line noise before each frame, 0 to 1")
+		link        = fs.String("link", "", "keep a symlink at this `path` pointing at the board's pty (a stable name across replugs)")
+		boardID     = fs.String("board-id", "", "the board's id (default: random)")
+		unplugEvery = fs.Duration("unplug-every", 0, "unplug the board this often and replug it 2s later (0: never)")
+		rebootEvery = fs.Duration("reboot-every", 0, "power-cycle the board this often (0: never); presses it still holds are lost, as on real hardware")
+		duration    = fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rate < 0 || *greenShare < 0 || *greenShare > 1 || *noise < 0 || *noise > 1 {
+		return errors.New("sim: rate must be ≥ 0, green-share and noise in [0, 1]")
+	}
+	log := newLogger(stderr, "info")
+	b, err := fakeboard.New(fakeboard.Config{BoardID: *boardID, Link: *link, NoiseRate: *noise, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Fprintf(stdout, "Simulated board at %s\nRun: pulsegate run --board %s\n", b.Path(), b.Path())
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if *rate == 0 {
+			<-ctx.Done() // a silent board: presses only from its resends
+			return
+		}
+		if err := b.Run(ctx, *rate, *greenShare, nil); err != nil {
+			log.Error("simulated presses stopped", "err", err)
+		}
+	}()
+	unplug := ticker(*unplugEvery)
+	reboot := ticker(*rebootEvery)
+	status := time.NewTicker(10 * time.Second)
+	defer status.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-done
+			st := b.Stats()
+			fmt.Fprintf(stdout, "pressed %d, acknowledged %d, lost %d, pending %d\n", st.Pressed, st.Acked, st.Lost, st.Pending)
+			return nil
+		case <-unplug:
+			log.Info("unplugging the board")
+			if err := b.Unplug(); err != nil {
+				return err
+			}
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				continue
+			}
+			if err := b.Replug(); err != nil {
+				return err
+			}
+			log.Info("replugged the board", "device", b.Path())
+		case <-reboot:
+			log.Info("power-cycling the board")
+			b.Reboot()
+		case <-status.C:
+			st := b.Stats()
+			log.Info("board", "pressed", st.Pressed, "acknowledged", st.Acked, "pending", st.Pending)
+		}
+	}
+}
+
+// ticker returns a channel that ticks every d, or never for d ≤ 0.
+func ticker(d time.Duration) <-chan time.Time {
+	if d <= 0 {
+		return nil
+	}
+	return time.NewTicker(d).C
+}

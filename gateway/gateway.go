@@ -1,0 +1,328 @@
+// Package gateway is the appliance: it wires the boards (drivers), the
+// durable intake and count store, the simulated board and the local web page
+// into one process, and owns their start and shutdown order.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/pulsegate/pulsegate/drivers"
+	"github.com/pulsegate/pulsegate/drivers/fakeboard"
+	"github.com/pulsegate/pulsegate/gateway/intake"
+	"github.com/pulsegate/pulsegate/gateway/store"
+	"github.com/pulsegate/pulsegate/gateway/web"
+)
+
+// Options are the parts of wiring that are not configuration: tests inject a
+// clock, a listener or a logger here.
+type Options struct {
+	Logger   *slog.Logger
+	Now      func() time.Time // nil: time.Now
+	Listener net.Listener     // nil: listen on Config.Listen
+	// Discover lists USB serial ports; nil: drivers.DiscoverUSB. Used to
+	// decide whether to start a simulated board in sim mode "auto".
+	Discover func() ([]string, error)
+}
+
+// Gateway is a running appliance.
+type Gateway struct {
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+	loc  *time.Location
+
+	store   *store.Store
+	intake  *intake.Intake
+	boards  *drivers.Manager
+	sim     *fakeboard.Board
+	web     *web.Server
+	ln      net.Listener
+	metrics *metrics.Set
+
+	pressesTotal, suppressedTotal *metrics.Counter
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open validates cfg, opens the store and starts everything. The caller must
+// Close the gateway.
+func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Discover == nil {
+		opts.Discover = drivers.DiscoverUSB
+	}
+	loc, _ := cfg.Location()
+	notBefore, _ := cfg.NotBefore()
+	g := &Gateway{cfg: cfg, opts: opts, log: opts.Logger, loc: loc, metrics: metrics.NewSet()}
+	ctx, g.cancel = context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+
+	if err := cfg.ensureDataDir(); err != nil {
+		return nil, err
+	}
+	// The store comes first: without it nothing may be acknowledged.
+	if g.store, err = store.Open(cfg.StorePath()); err != nil {
+		return nil, err
+	}
+	g.pressesTotal = g.metrics.NewCounter("pulsegate_presses_total")
+	g.suppressedTotal = g.metrics.NewCounter("pulsegate_presses_suppressed_total")
+	g.intake, err = intake.New(intake.Config{
+		Store:     g.store,
+		Location:  loc,
+		Now:       opts.Now,
+		NotBefore: notBefore,
+		Limits:    cfg.LimitConfig(),
+		Logger:    g.log,
+		OnCommit: func(st store.BatchStats) {
+			g.pressesTotal.Add(st.Counted)
+			g.suppressedTotal.Add(st.Suppressed)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.intake.Start(ctx)
+	if !g.intake.ClockSet() {
+		g.log.Warn("the clock is not set: presses stay on the boards, unacknowledged, until it is",
+			"now", opts.Now().Format(time.RFC3339), "not_before", cfg.Clock.NotBefore)
+	}
+
+	// Boards: configured ports, else USB discovery; and a simulated board
+	// when asked, or when there is nothing else to count from.
+	g.boards = drivers.NewManager(drivers.Config{
+		Ports:       cfg.Serial.Boards,
+		BaudRate:    cfg.Serial.BaudRate,
+		HungTimeout: cfg.Serial.HungTimeout.Duration,
+		Now:         opts.Now,
+		Logger:      g.log,
+	}, g.intake)
+	if err := g.boards.Start(ctx); err != nil {
+		return nil, err
+	}
+	if g.wantSim() {
+		if err := g.startSim(ctx); err != nil {
+			return nil, err
+		}
+	}
+	g.registerMetrics()
+
+	g.web = web.New(g, g.metrics, g.log)
+	g.ln = opts.Listener
+	if g.ln == nil {
+		if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := g.web.Serve(g.ln); err != nil {
+			g.log.Error("web server stopped", "err", err)
+		}
+	}()
+	g.log.Info("pulsegate is running", "url", g.URL(), "site", cfg.Site.Name, "time_zone", loc.String(), "store", g.store.Path())
+	return g, nil
+}
+
+func (g *Gateway) wantSim() bool {
+	switch g.cfg.Sim.Mode {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	if len(g.cfg.Serial.Boards) > 0 {
+		return false
+	}
+	found, err := g.opts.Discover()
+	if err != nil {
+		g.log.Warn("cannot list USB serial ports", "err", err)
+	}
+	return len(found) == 0
+}
+
+func (g *Gateway) startSim(ctx context.Context) error {
+	b, err := fakeboard.New(fakeboard.Config{
+		BoardID: "simulated-1",
+		Link:    filepath.Join(g.cfg.DataDir, "sim-board"),
+		Logger:  g.log.With("component", "sim"),
+	})
+	if err != nil {
+		return fmt.Errorf("start simulated board: %w", err)
+	}
+	g.sim = b
+	g.boards.AddPort(b.Path())
+	g.log.Warn("no board configured or found: started a simulated board; its presses are counted like real ones",
+		"device", b.Path(), "rate", g.cfg.Sim.Rate)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := b.Run(ctx, g.cfg.Sim.Rate, g.cfg.Sim.GreenShare, nil); err != nil && !errors.Is(err, fakeboard.ErrClosed) {
+			g.log.Error("simulated board stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (g *Gateway) registerMetrics() {
+	g.metrics.NewGauge("pulsegate_boards_connected", func() float64 {
+		n := 0
+		for _, b := range g.boards.Boards() {
+			if b.Connected {
+				n++
+			}
+		}
+		return float64(n)
+	})
+	g.metrics.NewGauge("pulsegate_frames_dropped_total", func() float64 {
+		var n uint64
+		for _, b := range g.boards.Boards() {
+			n += b.FramesDropped
+		}
+		return float64(n)
+	})
+	g.metrics.NewGauge("pulsegate_clock_set", func() float64 {
+		if g.intake.ClockSet() {
+			return 1
+		}
+		return 0
+	})
+	g.metrics.NewGauge("pulsegate_presses_clock_refused_total", func() float64 { return float64(g.intake.Stats().ClockRefused) })
+	g.metrics.NewGauge("pulsegate_presses_duplicate_total", func() float64 { return float64(g.intake.Stats().Duplicates) })
+	g.metrics.NewGauge("pulsegate_store_commits_total", func() float64 { return float64(g.intake.Stats().Commits) })
+	g.metrics.NewGauge("pulsegate_store_commit_errors_total", func() float64 { return float64(g.intake.Stats().CommitErrors) })
+}
+
+// URL is where the page is served.
+func (g *Gateway) URL() string {
+	return "http://" + g.ln.Addr().String() + "/"
+}
+
+// SimDevice is the simulated board's device path, "" without one.
+func (g *Gateway) SimDevice() string {
+	if g.sim == nil {
+		return ""
+	}
+	return g.sim.Path()
+}
+
+// WritePrometheus writes the metrics (for tests and the web server).
+func (g *Gateway) WritePrometheus(w io.Writer) { g.metrics.WritePrometheus(w) }
+
+// Status gathers what the page shows. Per-colour figures come only from
+// closed days: the store refuses anything else.
+func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
+	now := g.opts.Now()
+	today := store.DayOf(now, g.loc)
+	st := web.Status{
+		Site:      g.cfg.Site.Name,
+		TimeZone:  g.loc.String(),
+		Today:     string(today),
+		Simulated: g.sim != nil,
+		Clock: web.Clock{
+			Set:       g.intake.ClockSet(),
+			Now:       now.In(g.loc).Format("2006-01-02 15:04 MST"),
+			NotBefore: g.cfg.Clock.NotBefore,
+			Refused:   g.intake.Stats().ClockRefused,
+		},
+	}
+	var err error
+	if st.TodayTotal, err = g.store.DayTotal(today); err != nil {
+		return st, err
+	}
+	days, err := g.store.ClosedDays(today.AddDays(-7), today)
+	if err != nil {
+		return st, err
+	}
+	for _, d := range slices.Backward(days) {
+		st.ClosedDays = append(st.ClosedDays, web.ClosedDay{
+			Day: string(d.Day), Green: web.Cell(d.Green), Red: web.Cell(d.Red), Total: web.Cell(d.Total()),
+		})
+	}
+	records, err := g.store.Boards()
+	if err != nil {
+		return st, err
+	}
+	simPath := g.SimDevice()
+	for _, b := range g.boards.Boards() {
+		st.Boards = append(st.Boards, web.Board{
+			Path:          b.Path,
+			BoardID:       b.BoardID,
+			Firmware:      b.Firmware,
+			Connected:     b.Connected,
+			Simulated:     simPath != "" && b.Path == simPath,
+			LastHeartbeat: b.LastHeartbeat,
+			Unacked:       b.Unacked,
+			FramesDropped: b.FramesDropped,
+			Suppressed:    records[b.BoardID].Suppressed,
+			Reopens:       b.Reopens,
+			LastError:     b.LastError,
+		})
+	}
+	is := g.intake.Stats()
+	if !st.Clock.Set {
+		st.Problems = append(st.Problems, "The clock is not set: presses are held on the boards until it is.")
+	}
+	if is.LastError != "" {
+		st.Problems = append(st.Problems, "Presses cannot be stored: "+is.LastError+". They stay on the boards and are retried.")
+	}
+	st.Healthy = len(st.Problems) == 0
+	return st, nil
+}
+
+// Close shuts down in order: stop serving, stop reading boards, stop the
+// simulated board, let the intake finish its batch, close the store. It
+// waits for every goroutine and is safe to call twice.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		var errs []error
+		if g.web != nil {
+			errs = append(errs, g.web.Close())
+		} else if g.ln != nil {
+			g.ln.Close()
+		}
+		if g.cancel != nil {
+			g.cancel()
+		}
+		if g.boards != nil {
+			errs = append(errs, g.boards.Close())
+		}
+		g.wg.Wait()
+		if g.sim != nil {
+			errs = append(errs, g.sim.Close())
+		}
+		if g.intake != nil {
+			errs = append(errs, g.intake.Close())
+		}
+		if g.store != nil {
+			errs = append(errs, g.store.Close())
+		}
+		g.closeErr = errors.Join(errs...)
+	})
+	return g.closeErr
+}
