@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/pulsegate/pulsegate/drivers"
 	"github.com/pulsegate/pulsegate/drivers/fakeboard"
 	"github.com/pulsegate/pulsegate/gateway/intake"
@@ -34,6 +33,12 @@ type Options struct {
 	Discover func() ([]string, error)
 }
 
+// Local names for the types the metrics read.
+type (
+	intakeStats = intake.Stats
+	boardState  = drivers.BoardState
+)
+
 // Gateway is a running appliance.
 type Gateway struct {
 	cfg  Config
@@ -47,9 +52,7 @@ type Gateway struct {
 	sim     *fakeboard.Board
 	web     *web.Server
 	ln      net.Listener
-	metrics *metrics.Set
-
-	pressesTotal, suppressedTotal *metrics.Counter
+	metrics metricSet
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -74,7 +77,7 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 	}
 	loc, _ := cfg.Location()
 	notBefore, _ := cfg.NotBefore()
-	g := &Gateway{cfg: cfg, opts: opts, log: opts.Logger, loc: loc, metrics: metrics.NewSet()}
+	g := &Gateway{cfg: cfg, opts: opts, log: opts.Logger, loc: loc}
 	ctx, g.cancel = context.WithCancel(ctx)
 	defer func() {
 		if err != nil {
@@ -89,8 +92,6 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 	if g.store, err = store.Open(cfg.StorePath()); err != nil {
 		return nil, err
 	}
-	g.pressesTotal = g.metrics.NewCounter("pulsegate_presses_total")
-	g.suppressedTotal = g.metrics.NewCounter("pulsegate_presses_suppressed_total")
 	g.intake, err = intake.New(intake.Config{
 		Store:     g.store,
 		Location:  loc,
@@ -98,10 +99,6 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 		NotBefore: notBefore,
 		Limits:    cfg.LimitConfig(),
 		Logger:    g.log,
-		OnCommit: func(st store.BatchStats) {
-			g.pressesTotal.Add(st.Counted)
-			g.suppressedTotal.Add(st.Suppressed)
-		},
 	})
 	if err != nil {
 		return nil, err
@@ -129,7 +126,7 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 			return nil, err
 		}
 	}
-	g.registerMetrics()
+	g.metrics = g.newMetrics()
 
 	g.web = web.New(g, g.metrics, g.log)
 	g.ln = opts.Listener
@@ -187,35 +184,6 @@ func (g *Gateway) startSim(ctx context.Context) error {
 		}
 	}()
 	return nil
-}
-
-func (g *Gateway) registerMetrics() {
-	g.metrics.NewGauge("pulsegate_boards_connected", func() float64 {
-		n := 0
-		for _, b := range g.boards.Boards() {
-			if b.Connected {
-				n++
-			}
-		}
-		return float64(n)
-	})
-	g.metrics.NewGauge("pulsegate_frames_dropped_total", func() float64 {
-		var n uint64
-		for _, b := range g.boards.Boards() {
-			n += b.FramesDropped
-		}
-		return float64(n)
-	})
-	g.metrics.NewGauge("pulsegate_clock_set", func() float64 {
-		if g.intake.ClockSet() {
-			return 1
-		}
-		return 0
-	})
-	g.metrics.NewGauge("pulsegate_presses_clock_refused_total", func() float64 { return float64(g.intake.Stats().ClockRefused) })
-	g.metrics.NewGauge("pulsegate_presses_duplicate_total", func() float64 { return float64(g.intake.Stats().Duplicates) })
-	g.metrics.NewGauge("pulsegate_store_commits_total", func() float64 { return float64(g.intake.Stats().Commits) })
-	g.metrics.NewGauge("pulsegate_store_commit_errors_total", func() float64 { return float64(g.intake.Stats().CommitErrors) })
 }
 
 // URL is where the page is served.

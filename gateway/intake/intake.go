@@ -40,9 +40,6 @@ type Config struct {
 	// When full, presses are dropped unacknowledged and the board resends.
 	QueueLen int
 	Logger   *slog.Logger
-	// OnCommit, if set, is called after each successful transaction with its
-	// stats, from the committer goroutine. It must not block.
-	OnCommit func(store.BatchStats)
 }
 
 // Intake books presses. Start starts its committer; Close stops it.
@@ -252,9 +249,6 @@ func (in *Intake) commit(batch []request) {
 	in.stats.suppressed.Add(uint64(st.Suppressed))
 	in.stats.duplicates.Add(uint64(st.Duplicate))
 	in.stats.deferred.Add(uint64(st.Deferred))
-	if in.cfg.OnCommit != nil {
-		in.cfg.OnCommit(st)
-	}
 	for i, res := range results {
 		if res.Ack > 0 && pressAcks[i] != nil {
 			pressAcks[i](res.Ack)

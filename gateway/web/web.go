@@ -66,7 +66,7 @@ func (c Cell) String() string {
 // MarshalJSON writes a number, or the string "< 5" below MinShown.
 func (c Cell) MarshalJSON() ([]byte, error) {
 	if c < MinShown {
-		return json.Marshal(c.String())
+		return []byte(`"` + c.String() + `"`), nil
 	}
 	return strconv.AppendUint(nil, uint64(c), 10), nil
 }
@@ -234,6 +234,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	if err := enc.Encode(st); err != nil {
 		s.log.Debug("write status", "err", err)
 	}
