@@ -52,6 +52,11 @@ type Config struct {
 	NoiseRate float64
 
 	Logger *slog.Logger // nil discards
+
+	// OnAck, if set, is called for every press when its ack arrives, with
+	// the time from the press to the ack: how long a person's press took to
+	// become durable. It runs with the board's lock held and must not block.
+	OnAck func(latency time.Duration)
 }
 
 // Defaults of Config's zero values.
@@ -478,6 +483,12 @@ func (b *Board) handleLocked(f drivers.Frame) {
 			n = int(min(uint64(f.Seq-b.pending[0].seq)+1, uint64(len(b.pending))))
 		}
 		if n > 0 {
+			if b.cfg.OnAck != nil {
+				now := time.Now()
+				for _, p := range b.pending[:n] {
+					b.cfg.OnAck(now.Sub(p.pressed))
+				}
+			}
 			b.pending = slices.Delete(b.pending, 0, n)
 			b.stats.Acked += uint64(n)
 			b.notifyLocked()
