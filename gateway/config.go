@@ -165,10 +165,10 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("sim.mode %q: want auto, on or off", c.Sim.Mode))
 	}
-	if c.Sim.Rate <= 0 || c.Sim.Rate > 1000 {
+	if !(c.Sim.Rate > 0 && c.Sim.Rate <= 1000) { // written so that NaN fails too
 		errs = append(errs, fmt.Errorf("sim.rate %g: want presses per second in (0, 1000]", c.Sim.Rate))
 	}
-	if c.Sim.GreenShare < 0 || c.Sim.GreenShare > 1 {
+	if !(c.Sim.GreenShare >= 0 && c.Sim.GreenShare <= 1) {
 		errs = append(errs, fmt.Errorf("sim.green_share %g: want a share in [0, 1]", c.Sim.GreenShare))
 	}
 	return errors.Join(errs...)

@@ -164,9 +164,13 @@ func (g *Gateway) wantSim() bool {
 }
 
 func (g *Gateway) startSim(ctx context.Context) error {
+	dataDir, err := filepath.Abs(g.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("start simulated board: %w", err)
+	}
 	b, err := fakeboard.New(fakeboard.Config{
 		BoardID: "simulated-1",
-		Link:    filepath.Join(g.cfg.DataDir, "sim-board"),
+		Link:    filepath.Join(dataDir, "sim-board"),
 		Logger:  g.log.With("component", "sim"),
 	})
 	if err != nil {
@@ -209,7 +213,7 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 	today := store.DayOf(now, g.loc)
 	st := web.Status{
 		Site:      g.cfg.Site.Name,
-		TimeZone:  g.loc.String(),
+		TimeZone:  zoneName(g.loc, now),
 		Today:     string(today),
 		Simulated: g.sim != nil,
 		Clock: web.Clock{
@@ -293,4 +297,12 @@ func (g *Gateway) Close() error {
 		g.closeErr = errors.Join(errs...)
 	})
 	return g.closeErr
+}
+
+// zoneName names loc for people: "Local" says nothing, its abbreviation does.
+func zoneName(loc *time.Location, now time.Time) string {
+	if loc == time.Local {
+		return now.In(loc).Format("MST")
+	}
+	return loc.String()
 }

@@ -230,8 +230,10 @@ func (in *Intake) commit(batch []request) {
 		pressedAt = append(pressedAt, r.pressed)
 		pressAcks = append(pressAcks, r.ack)
 	}
+	// The limiter decides on a copy that is kept only if the batch commits.
+	limiter := in.limiter.Clone()
 	allow := func(i int, p store.Press) bool {
-		return in.limiter.Allow(p.Board, p.Colour, pressedAt[i])
+		return limiter.Allow(p.Board, p.Colour, pressedAt[i])
 	}
 	results, settled, st, err := in.cfg.Store.Book(presses, settles, allow)
 	if err != nil {
@@ -242,6 +244,7 @@ func (in *Intake) commit(batch []request) {
 		in.log.Error("booking presses failed; boards will resend", "presses", len(presses), "err", err)
 		return
 	}
+	in.limiter = limiter
 	in.stats.lastErr.Store(nil)
 	in.stats.commits.Add(1)
 	in.stats.batched.Add(uint64(len(batch)))

@@ -2,6 +2,7 @@ package intake
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/pulsegate/pulsegate/drivers"
@@ -42,7 +43,7 @@ func (c LimitConfig) Validate() error {
 // It is a pure state machine: no clock, no I/O; not safe for concurrent use.
 type Limiter struct {
 	cfg     LimitConfig
-	buckets map[limitKey]*bucket
+	buckets map[limitKey]bucket
 }
 
 type limitKey struct {
@@ -62,7 +63,14 @@ func (b *bucket) hasToken() bool { return b.credit >= b.every }
 
 // NewLimiter returns a limiter with every bucket full.
 func NewLimiter(cfg LimitConfig) *Limiter {
-	return &Limiter{cfg: cfg, buckets: map[limitKey]*bucket{}}
+	return &Limiter{cfg: cfg, buckets: map[limitKey]bucket{}}
+}
+
+// Clone returns an independent copy. The intake decides a batch on a clone
+// and keeps it only if the batch commits: a press whose commit failed will be
+// resent, and must not have spent a token.
+func (l *Limiter) Clone() *Limiter {
+	return &Limiter{cfg: l.cfg, buckets: maps.Clone(l.buckets)}
 }
 
 // Allow takes a token from the button's and the board's bucket if both have
@@ -71,32 +79,35 @@ func (l *Limiter) Allow(board string, c drivers.Colour, pressedAt time.Time) boo
 	if len(l.buckets) > 4096 {
 		l.prune(pressedAt)
 	}
-	var btn, brd *bucket
-	if l.cfg.ButtonBurst > 0 {
-		btn = l.refill(limitKey{board, c}, pressedAt, l.cfg.ButtonBurst, l.cfg.ButtonInterval)
+	btnKey, brdKey := limitKey{board, c}, limitKey{board, 0}
+	btnOn, brdOn := l.cfg.ButtonBurst > 0, l.cfg.BoardBurst > 0
+	var btn, brd bucket
+	if btnOn {
+		btn = l.refill(btnKey, pressedAt, l.cfg.ButtonBurst, l.cfg.ButtonInterval)
 	}
-	if l.cfg.BoardBurst > 0 {
-		brd = l.refill(limitKey{board, 0}, pressedAt, l.cfg.BoardBurst, l.cfg.BoardInterval)
+	if brdOn {
+		brd = l.refill(brdKey, pressedAt, l.cfg.BoardBurst, l.cfg.BoardInterval)
 	}
-	if (btn != nil && !btn.hasToken()) || (brd != nil && !brd.hasToken()) {
-		return false
-	}
-	if btn != nil {
+	allowed := (!btnOn || btn.hasToken()) && (!brdOn || brd.hasToken())
+	if allowed {
 		btn.credit -= btn.every
-	}
-	if brd != nil {
 		brd.credit -= brd.every
 	}
-	return true
+	if btnOn {
+		l.buckets[btnKey] = btn
+	}
+	if brdOn {
+		l.buckets[brdKey] = brd
+	}
+	return allowed
 }
 
-func (l *Limiter) refill(k limitKey, t time.Time, burst int, every time.Duration) *bucket {
+// refill returns k's bucket topped up to time t; the caller stores it back.
+func (l *Limiter) refill(k limitKey, t time.Time, burst int, every time.Duration) bucket {
 	full := time.Duration(burst) * every
 	b, ok := l.buckets[k]
 	if !ok {
-		b = &bucket{credit: full, every: every, last: t}
-		l.buckets[k] = b
-		return b
+		return bucket{credit: full, every: every, last: t}
 	}
 	// Presses can arrive slightly out of press order (resends, two boards'
 	// clocks); time never runs backwards for a bucket.

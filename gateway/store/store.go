@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,11 +92,10 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        2 * time.Second,
-		NoFreelistSync: true, // less to write per commit; rebuilt on open
-		FreelistType:   bolt.FreelistMapType,
-	})
+	if err := create(path); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, boltOptions())
 	if err != nil {
 		switch {
 		case errors.Is(err, berrors.ErrTimeout):
@@ -113,22 +113,82 @@ func Open(path string) (*Store, error) {
 	return s, nil
 }
 
+func boltOptions() *bolt.Options {
+	return &bolt.Options{
+		Timeout:        2 * time.Second,
+		NoFreelistSync: true, // less to write per commit; rebuilt on open
+		FreelistType:   bolt.FreelistMapType,
+	}
+}
+
+// create makes an empty store at path if nothing is there. It builds the
+// store under a temporary name and links it into place only once it is
+// complete: bbolt writes a new file's first pages in place, and a disk that
+// fills part-way through leaves a file whose meta pages point past its end,
+// which bbolt then reads through its mmap and the process dies of SIGBUS on
+// every later start.
+func create(path string) error {
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil // there is a file (or we cannot tell): bolt.Open judges it
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return fmt.Errorf("create store %s: %w", path, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp)
+	db, err := bolt.Open(tmp, 0o600, boltOptions())
+	if err != nil {
+		return fmt.Errorf("create store %s: %w", path, err)
+	}
+	err = (&Store{db: db, path: path}).init()
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("create store %s: %w", path, cerr)
+	}
+	if err != nil {
+		return err
+	}
+	// Link, unlike rename, never replaces a store another process created
+	// meanwhile; rename is the fallback where hard links are not supported.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("create store %s: %w", path, err)
+		}
+	}
+	// The new name must be as durable as the counts booked under it.
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("create store %s: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("create store %s: sync directory: %w", path, err)
+	}
+	return nil
+}
+
 func (s *Store) init() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketCounts, bucketBoards, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("init store %s: %w", s.path, err)
+				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {
 			if len(v) != 4 || binary.BigEndian.Uint32(v) != schemaVersion {
-				return fmt.Errorf("init store %s: unknown schema %x (this build reads version %d)", s.path, v, schemaVersion)
+				return fmt.Errorf("unknown schema %x (this build reads version %d)", v, schemaVersion)
 			}
 			return nil
 		}
 		return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion))
 	})
+	if err != nil {
+		return fmt.Errorf("init store %s: %w", s.path, err)
+	}
+	return nil
 }
 
 // Path is the store's file.
