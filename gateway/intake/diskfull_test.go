@@ -15,46 +15,8 @@ import (
 
 	"github.com/pulsegate/pulsegate/drivers"
 	"github.com/pulsegate/pulsegate/gateway/store"
-	"golang.org/x/sys/unix"
+	"github.com/pulsegate/pulsegate/tests/privileged"
 )
-
-// needPrivilege and mountTmpfs are the store package's (diskfull_test.go):
-// test helpers cannot be shared between packages without a package of
-// their own.
-
-// needPrivilege skips tb for reason, unless PULSEGATE_REQUIRE_PRIVILEGED=1
-// says this run (a root CI runner) must cover it: then a skip would hide a
-// test that never ran, so it fails instead.
-func needPrivilege(tb testing.TB, reason string) {
-	tb.Helper()
-	if os.Getenv("PULSEGATE_REQUIRE_PRIVILEGED") == "1" {
-		tb.Fatalf("%s; PULSEGATE_REQUIRE_PRIVILEGED=1 forbids skipping", reason)
-	}
-	tb.Skip(reason)
-}
-
-// mountTmpfs mounts a tmpfs of size on a fresh directory and unmounts it
-// when the test ends.
-func mountTmpfs(tb testing.TB, size string) string {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		needPrivilege(tb, "mounting a tmpfs to fill needs root")
-	}
-	dir := tb.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size="+size+",mode=0700"); err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			needPrivilege(tb, fmt.Sprintf("mount tmpfs on %s: %v (no CAP_SYS_ADMIN here)", dir, err))
-		}
-		tb.Fatalf("mount tmpfs on %s: %v", dir, err)
-	}
-	tb.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			tb.Errorf("unmount %s: %v", dir, err)
-			_ = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
-	return dir
-}
 
 // fullDisk is an intake whose store lives on a small tmpfs that the test
 // fills and frees.
@@ -69,7 +31,7 @@ type fullDisk struct {
 
 func newFullDisk(tb testing.TB, limits LimitConfig) *fullDisk {
 	tb.Helper()
-	dir := mountTmpfs(tb, "512k")
+	dir := privileged.MountTmpfs(tb, "512k")
 	s, err := store.Open(filepath.Join(dir, "counts.db"))
 	if err != nil {
 		tb.Fatal(err)

@@ -14,44 +14,9 @@ import (
 	"testing"
 
 	"github.com/pulsegate/pulsegate/drivers"
+	"github.com/pulsegate/pulsegate/tests/privileged"
 	"golang.org/x/sys/unix"
 )
-
-// needPrivilege skips tb for reason, unless PULSEGATE_REQUIRE_PRIVILEGED=1
-// says this run (a root CI runner) must cover it: then a skip would hide a
-// test that never ran, so it fails instead.
-func needPrivilege(tb testing.TB, reason string) {
-	tb.Helper()
-	if os.Getenv("PULSEGATE_REQUIRE_PRIVILEGED") == "1" {
-		tb.Fatalf("%s; PULSEGATE_REQUIRE_PRIVILEGED=1 forbids skipping", reason)
-	}
-	tb.Skip(reason)
-}
-
-// mountTmpfs mounts a tmpfs of size (e.g. "512k") on a fresh directory, so
-// a test can fill a real file system without filling the machine's. It is
-// unmounted when the test ends; register anything that holds files in it
-// (a store) after calling this, so it is closed before the unmount.
-func mountTmpfs(tb testing.TB, size string) string {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		needPrivilege(tb, "mounting a tmpfs to fill needs root")
-	}
-	dir := tb.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size="+size+",mode=0700"); err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			needPrivilege(tb, fmt.Sprintf("mount tmpfs on %s: %v (no CAP_SYS_ADMIN here)", dir, err))
-		}
-		tb.Fatalf("mount tmpfs on %s: %v", dir, err)
-	}
-	tb.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			tb.Errorf("unmount %s: %v", dir, err)
-			_ = unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
-	return dir
-}
 
 // writeFiller writes zeros to path until it holds size bytes or the file
 // system is full, and returns how much it wrote.
@@ -120,7 +85,7 @@ func openNoFault(tb testing.TB, path string) (s *Store, err error) {
 // end and the next Open died of SIGBUS.
 func TestOpenOnFullDisk(t *testing.T) {
 	page := os.Getpagesize()
-	fsys := mountTmpfs(t, "512k")
+	fsys := privileged.MountTmpfs(t, "512k")
 	for free := range 7 {
 		t.Run(fmt.Sprintf("%d pages free", free), func(t *testing.T) {
 			dir, err := os.MkdirTemp(fsys, "")
@@ -166,7 +131,7 @@ func TestOpenOnFullDisk(t *testing.T) {
 // refused batch books as new (none of it was written) and reopening finds
 // exactly the batches that succeeded.
 func TestBookOnFullDisk(t *testing.T) {
-	dir := mountTmpfs(t, "512k")
+	dir := privileged.MountTmpfs(t, "512k")
 	path := filepath.Join(dir, "counts.db")
 	s, err := Open(path)
 	if err != nil {
