@@ -1,0 +1,381 @@
+// Package cluster replicates the aggregated counts of all of a customer's
+// offices across sites: the replicated state machine (pure, no I/O, no
+// clock), the raft adapter, gossip membership, the peer PKI and join tokens,
+// and the mutual-TLS transport that carries raft and forwarding RPCs.
+//
+// What is replicated is already aggregated: per office, per local day, per
+// colour, a count. Nothing about a single press ever leaves the office.
+package cluster
+
+import (
+	"cmp"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"github.com/pulsegate/pulsegate/drivers"
+)
+
+// CommandType says what a replicated command does.
+type CommandType uint8
+
+// Commands.
+const (
+	CmdCounts   CommandType = iota + 1 // an office publishes its cumulative counts
+	CmdSite                            // an office publishes its name, region, zone
+	CmdAddToken                        // a join token is created
+	CmdUseToken                        // a join token is spent by a new office
+)
+
+// Command is one raft log entry. The time of an event travels inside it
+// (At, in Unix seconds): Apply never reads the clock.
+type Command struct {
+	Type     CommandType   `json:"t"`
+	Counts   *CountsUpdate `json:"c,omitempty"`
+	Site     *SiteInfo     `json:"s,omitempty"`
+	Token    *TokenRecord  `json:"k,omitempty"`
+	UseToken *UseToken     `json:"u,omitempty"`
+}
+
+// CountsUpdate is an office's cumulative counts for some days, stamped with
+// the office's version, which only grows. Apply keeps, per (site, day,
+// colour), the value of the highest version: replays, retries, reordering
+// and duplicates are harmless.
+type CountsUpdate struct {
+	Site    string      `json:"site"`
+	Version uint64      `json:"v"`
+	Days    []DayCounts `json:"days"`
+}
+
+// DayCounts is one local day's cumulative counts at an office.
+type DayCounts struct {
+	Day   string `json:"d"` // YYYY-MM-DD in the office's time zone
+	Green uint64 `json:"g"`
+	Red   uint64 `json:"r"`
+}
+
+// SiteInfo describes an office. Version orders updates like counts.
+type SiteInfo struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Region   string `json:"region"`
+	TimeZone string `json:"tz"`
+	Version  uint64 `json:"v"`
+}
+
+// TokenRecord is a join token as the cluster keeps it: never the secret,
+// only its hash.
+type TokenRecord struct {
+	ID         string `json:"id"`
+	SecretHash string `json:"hash"`
+	Expires    int64  `json:"exp"` // Unix seconds
+	UsedBy     string `json:"used_by,omitempty"`
+}
+
+// UseToken spends a token for a new office. At is the leader's clock.
+type UseToken struct {
+	ID         string `json:"id"`
+	SecretHash string `json:"hash"`
+	Site       string `json:"site"`
+	At         int64  `json:"at"`
+}
+
+// Errors of applying commands. A token error is returned to the joiner.
+var (
+	ErrTokenUnknown = errors.New("join token unknown")
+	ErrTokenExpired = errors.New("join token expired")
+	ErrTokenUsed    = errors.New("join token already used")
+	ErrBadCommand   = errors.New("bad command")
+)
+
+type countKey struct {
+	Site, Day string
+	Colour    drivers.Colour
+}
+
+type countVal struct {
+	Count, Version uint64
+}
+
+// State is the replicated state. Its methods do no I/O and read no clock.
+type State struct {
+	counts map[countKey]countVal
+	sites  map[string]SiteInfo
+	tokens map[string]TokenRecord
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{counts: map[countKey]countVal{}, sites: map[string]SiteInfo{}, tokens: map[string]TokenRecord{}}
+}
+
+// Apply applies one command.
+func (s *State) Apply(c Command) error {
+	switch c.Type {
+	case CmdCounts:
+		if c.Counts == nil || c.Counts.Site == "" {
+			return fmt.Errorf("%w: counts without a site", ErrBadCommand)
+		}
+		u := c.Counts
+		for _, d := range u.Days {
+			s.merge(countKey{u.Site, d.Day, drivers.Green}, countVal{d.Green, u.Version})
+			s.merge(countKey{u.Site, d.Day, drivers.Red}, countVal{d.Red, u.Version})
+		}
+		return nil
+	case CmdSite:
+		if c.Site == nil || c.Site.ID == "" {
+			return fmt.Errorf("%w: site without an id", ErrBadCommand)
+		}
+		if old, ok := s.sites[c.Site.ID]; !ok || c.Site.Version > old.Version {
+			s.sites[c.Site.ID] = *c.Site
+		}
+		return nil
+	case CmdAddToken:
+		if c.Token == nil || c.Token.ID == "" || c.Token.SecretHash == "" {
+			return fmt.Errorf("%w: token without id or hash", ErrBadCommand)
+		}
+		if _, ok := s.tokens[c.Token.ID]; ok {
+			return fmt.Errorf("%w: token %s exists", ErrBadCommand, c.Token.ID)
+		}
+		s.tokens[c.Token.ID] = *c.Token
+		return nil
+	case CmdUseToken:
+		return s.useToken(c.UseToken)
+	}
+	return fmt.Errorf("%w: unknown type %d", ErrBadCommand, c.Type)
+}
+
+func (s *State) merge(k countKey, v countVal) {
+	if old, ok := s.counts[k]; !ok || v.Version > old.Version {
+		s.counts[k] = v
+	}
+}
+
+func (s *State) useToken(u *UseToken) error {
+	if u == nil || u.ID == "" || u.Site == "" {
+		return fmt.Errorf("%w: token use without id or site", ErrBadCommand)
+	}
+	// Spent and expired tokens are forgotten a day after they expire: the
+	// time comes from the command, so every replica forgets the same ones.
+	for id, t := range s.tokens {
+		if u.At > t.Expires+24*3600 {
+			delete(s.tokens, id)
+		}
+	}
+	t, ok := s.tokens[u.ID]
+	switch {
+	case !ok || !hashEqual(t.SecretHash, u.SecretHash):
+		return ErrTokenUnknown
+	case t.UsedBy != "":
+		if t.UsedBy == u.Site {
+			return nil // the same office retrying its own join
+		}
+		return ErrTokenUsed
+	case u.At > t.Expires:
+		return ErrTokenExpired
+	}
+	t.UsedBy = u.Site
+	s.tokens[u.ID] = t
+	return nil
+}
+
+// SiteCounts is what the state holds about one office.
+type SiteCounts struct {
+	Info SiteInfo
+	Days []DayCounts // sorted by day
+	// Version is the highest version seen from the office.
+	Version uint64
+}
+
+// Total is the colour-blind sum over all days.
+func (sc SiteCounts) Total() uint64 {
+	var n uint64
+	for _, d := range sc.Days {
+		n += d.Green + d.Red
+	}
+	return n
+}
+
+// Sites returns every office known from its counts or its info, sorted by
+// id.
+func (s *State) Sites() []SiteCounts {
+	by := map[string]*SiteCounts{}
+	get := func(id string) *SiteCounts {
+		sc, ok := by[id]
+		if !ok {
+			sc = &SiteCounts{Info: SiteInfo{ID: id}}
+			by[id] = sc
+		}
+		return sc
+	}
+	for id, info := range s.sites {
+		get(id).Info = info
+	}
+	seen := map[[2]string]bool{}
+	for k, v := range s.counts {
+		sc := get(k.Site)
+		sc.Version = max(sc.Version, v.Version)
+		if day := [2]string{k.Site, k.Day}; !seen[day] {
+			seen[day] = true
+			sc.Days = append(sc.Days, DayCounts{Day: k.Day})
+		}
+	}
+	for id, sc := range by {
+		slices.SortFunc(sc.Days, func(a, b DayCounts) int { return cmp.Compare(a.Day, b.Day) })
+		for i := range sc.Days {
+			d := &sc.Days[i]
+			d.Green = s.counts[countKey{id, d.Day, drivers.Green}].Count
+			d.Red = s.counts[countKey{id, d.Day, drivers.Red}].Count
+		}
+	}
+	out := make([]SiteCounts, 0, len(by))
+	for _, id := range slices.Sorted(maps.Keys(by)) {
+		out = append(out, *by[id])
+	}
+	return out
+}
+
+// hashEqual compares two secret hashes in constant time.
+func hashEqual(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// Token returns a token record, for tests and the admin API.
+func (s *State) Token(id string) (TokenRecord, bool) {
+	t, ok := s.tokens[id]
+	return t, ok
+}
+
+// snapshot is the state's serialised form.
+type snapshot struct {
+	Counts []snapCount            `json:"counts"`
+	Sites  map[string]SiteInfo    `json:"sites"`
+	Tokens map[string]TokenRecord `json:"tokens"`
+}
+
+type snapCount struct {
+	Site    string `json:"s"`
+	Day     string `json:"d"`
+	Colour  string `json:"c"`
+	Count   uint64 `json:"n"`
+	Version uint64 `json:"v"`
+}
+
+func (s *State) marshal() ([]byte, error) {
+	snap := snapshot{Sites: s.sites, Tokens: s.tokens}
+	for k, v := range s.counts {
+		snap.Counts = append(snap.Counts, snapCount{k.Site, k.Day, string(k.Colour), v.Count, v.Version})
+	}
+	slices.SortFunc(snap.Counts, func(a, b snapCount) int {
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Day, b.Day), cmp.Compare(a.Colour, b.Colour))
+	})
+	return json.Marshal(snap)
+}
+
+func unmarshalState(b []byte) (*State, error) {
+	var snap snapshot
+	if err := json.Unmarshal(b, &snap); err != nil {
+		return nil, fmt.Errorf("decode snapshot: %w", err)
+	}
+	s := NewState()
+	for _, c := range snap.Counts {
+		if len(c.Colour) != 1 || !drivers.Colour(c.Colour[0]).Valid() {
+			return nil, fmt.Errorf("decode snapshot: bad colour %q", c.Colour)
+		}
+		s.counts[countKey{c.Site, c.Day, drivers.Colour(c.Colour[0])}] = countVal{c.Count, c.Version}
+	}
+	if snap.Sites != nil {
+		s.sites = snap.Sites
+	}
+	if snap.Tokens != nil {
+		s.tokens = snap.Tokens
+	}
+	return s, nil
+}
+
+// FSM adapts State to raft: it decodes log entries and guards the state
+// with a lock so readers get consistent (stale, local) views.
+type FSM struct {
+	mu    sync.RWMutex
+	state *State
+}
+
+// NewFSM returns an FSM over an empty state.
+func NewFSM() *FSM { return &FSM{state: NewState()} }
+
+// EncodeCommand encodes a command for raft.Apply.
+func EncodeCommand(c Command) ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	return b, nil
+}
+
+// Apply implements raft.FSM. Its response is nil or an error.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var c Command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state.Apply(c)
+}
+
+// Read runs fn with the state locked for reading. fn must not keep it.
+func (f *FSM) Read(fn func(*State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Snapshot implements raft.FSM: the state is serialised at once, under the
+// lock, so the snapshot is consistent and Persist needs no lock.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := f.state.marshal()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return fsmSnapshot(b), nil
+}
+
+// Restore implements raft.FSM.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	s, err := unmarshalState(b)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	f.mu.Lock()
+	f.state = s
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot []byte
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s fsmSnapshot) Release() {}
