@@ -19,7 +19,6 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
-	"github.com/pulsegate/pulsegate/drivers"
 )
 
 // CommandType says what a replicated command does.
@@ -44,20 +43,36 @@ type Command struct {
 }
 
 // CountsUpdate is an office's cumulative counts for some days, stamped with
-// the office's version, which only grows. Apply keeps, per (site, day,
-// colour), the value of the highest version: replays, retries, reordering
-// and duplicates are harmless.
+// the office's version, which only grows. Apply keeps, per (site, day), the
+// value of the highest version: replays, retries, reordering and duplicates
+// are harmless.
 type CountsUpdate struct {
 	Site    string      `json:"site"`
 	Version uint64      `json:"v"`
 	Days    []DayCounts `json:"days"`
 }
 
-// DayCounts is one local day's cumulative counts at an office.
+// DayCounts is one local day's cumulative counts at an office. While the
+// day is open at the office it travels colour-blind: Green and Red are zero
+// and only Total is set, so no replica ever holds a colour of a day still
+// being pressed. Once the day has closed, Green + Red == Total.
 type DayCounts struct {
-	Day   string `json:"d"` // YYYY-MM-DD in the office's time zone
-	Green uint64 `json:"g"`
-	Red   uint64 `json:"r"`
+	Day    string `json:"d"` // YYYY-MM-DD in the office's time zone
+	Closed bool   `json:"c,omitempty"`
+	Green  uint64 `json:"g,omitempty"`
+	Red    uint64 `json:"r,omitempty"`
+	Total  uint64 `json:"t"`
+}
+
+// Validate checks the colour-blindness rule.
+func (d DayCounts) Validate() error {
+	if d.Closed && d.Green+d.Red != d.Total {
+		return fmt.Errorf("%w: day %s: green %d + red %d != total %d", ErrBadCommand, d.Day, d.Green, d.Red, d.Total)
+	}
+	if !d.Closed && (d.Green != 0 || d.Red != 0) {
+		return fmt.Errorf("%w: day %s is open: colours must not be replicated", ErrBadCommand, d.Day)
+	}
+	return nil
 }
 
 // SiteInfo describes an office. Version orders updates like counts.
@@ -94,25 +109,23 @@ var (
 	ErrBadCommand   = errors.New("bad command")
 )
 
-type countKey struct {
-	Site, Day string
-	Colour    drivers.Colour
-}
+type dayKey struct{ Site, Day string }
 
-type countVal struct {
-	Count, Version uint64
+type dayVal struct {
+	DayCounts
+	Version uint64
 }
 
 // State is the replicated state. Its methods do no I/O and read no clock.
 type State struct {
-	counts map[countKey]countVal
+	days   map[dayKey]dayVal
 	sites  map[string]SiteInfo
 	tokens map[string]TokenRecord
 }
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{counts: map[countKey]countVal{}, sites: map[string]SiteInfo{}, tokens: map[string]TokenRecord{}}
+	return &State{days: map[dayKey]dayVal{}, sites: map[string]SiteInfo{}, tokens: map[string]TokenRecord{}}
 }
 
 // Apply applies one command.
@@ -124,8 +137,15 @@ func (s *State) Apply(c Command) error {
 		}
 		u := c.Counts
 		for _, d := range u.Days {
-			s.merge(countKey{u.Site, d.Day, drivers.Green}, countVal{d.Green, u.Version})
-			s.merge(countKey{u.Site, d.Day, drivers.Red}, countVal{d.Red, u.Version})
+			if err := d.Validate(); err != nil {
+				return err
+			}
+		}
+		for _, d := range u.Days {
+			k := dayKey{u.Site, d.Day}
+			if old, ok := s.days[k]; !ok || u.Version > old.Version {
+				s.days[k] = dayVal{d, u.Version}
+			}
 		}
 		return nil
 	case CmdSite:
@@ -149,12 +169,6 @@ func (s *State) Apply(c Command) error {
 		return s.useToken(c.UseToken)
 	}
 	return fmt.Errorf("%w: unknown type %d", ErrBadCommand, c.Type)
-}
-
-func (s *State) merge(k countKey, v countVal) {
-	if old, ok := s.counts[k]; !ok || v.Version > old.Version {
-		s.counts[k] = v
-	}
 }
 
 func (s *State) useToken(u *UseToken) error {
@@ -197,7 +211,7 @@ type SiteCounts struct {
 func (sc SiteCounts) Total() uint64 {
 	var n uint64
 	for _, d := range sc.Days {
-		n += d.Green + d.Red
+		n += d.Total
 	}
 	return n
 }
@@ -217,22 +231,13 @@ func (s *State) Sites() []SiteCounts {
 	for id, info := range s.sites {
 		get(id).Info = info
 	}
-	seen := map[[2]string]bool{}
-	for k, v := range s.counts {
+	for k, v := range s.days {
 		sc := get(k.Site)
 		sc.Version = max(sc.Version, v.Version)
-		if day := [2]string{k.Site, k.Day}; !seen[day] {
-			seen[day] = true
-			sc.Days = append(sc.Days, DayCounts{Day: k.Day})
-		}
+		sc.Days = append(sc.Days, v.DayCounts)
 	}
-	for id, sc := range by {
+	for _, sc := range by {
 		slices.SortFunc(sc.Days, func(a, b DayCounts) int { return cmp.Compare(a.Day, b.Day) })
-		for i := range sc.Days {
-			d := &sc.Days[i]
-			d.Green = s.counts[countKey{id, d.Day, drivers.Green}].Count
-			d.Red = s.counts[countKey{id, d.Day, drivers.Red}].Count
-		}
 	}
 	out := make([]SiteCounts, 0, len(by))
 	for _, id := range slices.Sorted(maps.Keys(by)) {
@@ -254,26 +259,24 @@ func (s *State) Token(id string) (TokenRecord, bool) {
 
 // snapshot is the state's serialised form.
 type snapshot struct {
-	Counts []snapCount            `json:"counts"`
+	Days   []snapDay              `json:"days"`
 	Sites  map[string]SiteInfo    `json:"sites"`
 	Tokens map[string]TokenRecord `json:"tokens"`
 }
 
-type snapCount struct {
-	Site    string `json:"s"`
-	Day     string `json:"d"`
-	Colour  string `json:"c"`
-	Count   uint64 `json:"n"`
+type snapDay struct {
+	Site string `json:"s"`
+	DayCounts
 	Version uint64 `json:"v"`
 }
 
 func (s *State) marshal() ([]byte, error) {
 	snap := snapshot{Sites: s.sites, Tokens: s.tokens}
-	for k, v := range s.counts {
-		snap.Counts = append(snap.Counts, snapCount{k.Site, k.Day, string(k.Colour), v.Count, v.Version})
+	for k, v := range s.days {
+		snap.Days = append(snap.Days, snapDay{k.Site, v.DayCounts, v.Version})
 	}
-	slices.SortFunc(snap.Counts, func(a, b snapCount) int {
-		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Day, b.Day), cmp.Compare(a.Colour, b.Colour))
+	slices.SortFunc(snap.Days, func(a, b snapDay) int {
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Day, b.Day))
 	})
 	return json.Marshal(snap)
 }
@@ -284,11 +287,11 @@ func unmarshalState(b []byte) (*State, error) {
 		return nil, fmt.Errorf("decode snapshot: %w", err)
 	}
 	s := NewState()
-	for _, c := range snap.Counts {
-		if len(c.Colour) != 1 || !drivers.Colour(c.Colour[0]).Valid() {
-			return nil, fmt.Errorf("decode snapshot: bad colour %q", c.Colour)
+	for _, d := range snap.Days {
+		if err := d.DayCounts.Validate(); err != nil {
+			return nil, fmt.Errorf("decode snapshot: %w", err)
 		}
-		s.counts[countKey{c.Site, c.Day, drivers.Colour(c.Colour[0])}] = countVal{c.Count, c.Version}
+		s.days[dayKey{d.Site, d.Day}] = dayVal{d.DayCounts, d.Version}
 	}
 	if snap.Sites != nil {
 		s.sites = snap.Sites

@@ -35,6 +35,12 @@ func counts(site string, v uint64, days ...DayCounts) Command {
 	return Command{Type: CmdCounts, Counts: &CountsUpdate{Site: site, Version: v, Days: days}}
 }
 
+func closed(day string, g, r uint64) DayCounts {
+	return DayCounts{Day: day, Closed: true, Green: g, Red: r, Total: g + r}
+}
+
+func open(day string, total uint64) DayCounts { return DayCounts{Day: day, Total: total} }
+
 func sitesOf(f *FSM) []SiteCounts {
 	var out []SiteCounts
 	f.Read(func(s *State) { out = s.Sites() })
@@ -44,11 +50,11 @@ func sitesOf(f *FSM) []SiteCounts {
 func TestApplyKeepsHighestVersion(t *testing.T) {
 	f := NewFSM()
 	for _, c := range []Command{
-		counts("a", 2, DayCounts{"2026-03-02", 5, 3}),
-		counts("a", 1, DayCounts{"2026-03-02", 4, 1}), // late, older: ignored
-		counts("a", 3, DayCounts{"2026-03-03", 1, 0}), // another day
-		counts("b", 1, DayCounts{"2026-03-02", 9, 9}),
-		counts("a", 2, DayCounts{"2026-03-02", 5, 3}), // duplicate
+		counts("a", 2, closed("2026-03-02", 5, 3)),
+		counts("a", 1, closed("2026-03-02", 4, 1)), // late, older: ignored
+		counts("a", 3, open("2026-03-03", 1)),      // another day, still open
+		counts("b", 1, closed("2026-03-02", 9, 9)),
+		counts("a", 2, closed("2026-03-02", 5, 3)), // duplicate
 	} {
 		if err := applyLog(t, f, c); err != nil {
 			t.Fatal(err)
@@ -56,8 +62,8 @@ func TestApplyKeepsHighestVersion(t *testing.T) {
 	}
 	got := sitesOf(f)
 	want := []SiteCounts{
-		{Info: SiteInfo{ID: "a"}, Version: 3, Days: []DayCounts{{"2026-03-02", 5, 3}, {"2026-03-03", 1, 0}}},
-		{Info: SiteInfo{ID: "b"}, Version: 1, Days: []DayCounts{{"2026-03-02", 9, 9}}},
+		{Info: SiteInfo{ID: "a"}, Version: 3, Days: []DayCounts{closed("2026-03-02", 5, 3), open("2026-03-03", 1)}},
+		{Info: SiteInfo{ID: "b"}, Version: 1, Days: []DayCounts{closed("2026-03-02", 9, 9)}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Sites() = %+v, want %+v", got, want)
@@ -79,7 +85,11 @@ func TestApplyOrderAndDuplicationDoNotMatter(t *testing.T) {
 				day := rapid.SampledFrom([]string{"2026-03-01", "2026-03-02"}).Draw(t, "day")
 				g += uint64(rapid.IntRange(0, 5).Draw(t, "g"))
 				r += uint64(rapid.IntRange(0, 5).Draw(t, "r"))
-				updates = append(updates, counts(site, v, DayCounts{day, g, r}))
+				d := closed(day, g, r)
+				if rapid.Bool().Draw(t, "open") {
+					d = open(day, g+r)
+				}
+				updates = append(updates, counts(site, v, d))
 			}
 		}
 		inOrder := NewFSM()
@@ -157,7 +167,7 @@ func (m *memSink) Close() error  { return nil }
 
 func TestSnapshotRestore(t *testing.T) {
 	f := NewFSM()
-	applyLog(t, f, counts("a", 4, DayCounts{"2026-03-02", 5, 3}))
+	applyLog(t, f, counts("a", 4, closed("2026-03-02", 5, 3)))
 	applyLog(t, f, Command{Type: CmdSite, Site: &SiteInfo{ID: "a", Name: "Lisbon", Region: "eu-south", TimeZone: "Europe/Lisbon", Version: 1}})
 	applyLog(t, f, Command{Type: CmdAddToken, Token: &TokenRecord{ID: "t1", SecretHash: "h", Expires: 5}})
 	snap, err := f.Snapshot()
@@ -187,7 +197,11 @@ func TestSnapshotRestore(t *testing.T) {
 
 func TestApplyRejectsBadCommands(t *testing.T) {
 	f := NewFSM()
-	for _, c := range []Command{{Type: 99}, {Type: CmdCounts}, {Type: CmdSite, Site: &SiteInfo{}}, {Type: CmdUseToken}} {
+	for _, c := range []Command{
+		{Type: 99}, {Type: CmdCounts}, {Type: CmdSite, Site: &SiteInfo{}}, {Type: CmdUseToken},
+		counts("a", 1, DayCounts{Day: "2026-03-02", Green: 1, Total: 1}),               // colours of an open day
+		counts("a", 1, DayCounts{Day: "2026-03-02", Closed: true, Green: 1, Total: 2}), // sum mismatch
+	} {
 		if err := applyLog(t, f, c); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("Apply(%+v) = %v, want ErrBadCommand", c, err)
 		}
@@ -199,7 +213,7 @@ func TestApplyRejectsBadCommands(t *testing.T) {
 
 // Snapshots come from disk and from peers: a damaged one must fail cleanly.
 func FuzzRestore(f *testing.F) {
-	f.Add([]byte(`{"counts":[{"s":"a","d":"2026-03-02","c":"G","n":5,"v":1}],"sites":{},"tokens":{}}`))
+	f.Add([]byte(`{"days":[{"s":"a","d":"2026-03-02","c":true,"g":5,"t":5,"v":1}],"sites":{},"tokens":{}}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		g := NewFSM()

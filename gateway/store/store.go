@@ -21,9 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pulsegate/pulsegate/drivers"
@@ -32,6 +34,7 @@ import (
 )
 
 var (
+	keyVersion   = []byte("replication_version")
 	bucketCounts = []byte("counts")
 	bucketBoards = []byte("boards")
 	bucketMeta   = []byte("meta")
@@ -84,6 +87,9 @@ func (d Day) AddDays(n int) Day {
 type Store struct {
 	db   *bolt.DB
 	path string
+
+	mu    sync.Mutex
+	dirty map[Day]bool // days booked since the last TakeDirty
 }
 
 // Open opens or creates the store at path. A file that is not a valid store
@@ -105,7 +111,7 @@ func Open(path string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, dirty: map[Day]bool{}}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -315,6 +321,13 @@ func (s *Store) Book(presses []Press, settles []Settle, allow func(i int, p Pres
 	if err != nil {
 		return nil, nil, BatchStats{}, fmt.Errorf("book %d presses: %w", len(presses), err)
 	}
+	s.mu.Lock()
+	for i, p := range presses {
+		if results[i].Outcome == Counted {
+			s.dirty[p.Day] = true
+		}
+	}
+	s.mu.Unlock()
 	return results, settled, st, nil
 }
 
@@ -625,4 +638,91 @@ func decodeBoard(v []byte) (BoardRecord, error) {
 		return r, errCorruptBoard
 	}
 	return r, nil
+}
+
+// TakeDirty returns the days that counted presses since the last call (in
+// this process) and forgets them. A caller that fails to use them gives them
+// back with MarkDirty.
+func (s *Store) TakeDirty() []Day {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	days := slices.Sorted(maps.Keys(s.dirty))
+	clear(s.dirty)
+	return days
+}
+
+// MarkDirty marks days as changed.
+func (s *Store) MarkDirty(days ...Day) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range days {
+		s.dirty[d] = true
+	}
+}
+
+// DaySummary is a day's counts as they may leave the office: per colour only
+// once the day has closed, the colour-blind total before.
+type DaySummary struct {
+	Day        Day
+	Closed     bool
+	Green, Red uint64 // zero unless Closed
+	Total      uint64
+}
+
+// Summaries returns the summaries of days (all days with counts if days is
+// nil), judged against today: days before today are closed.
+func (s *Store) Summaries(days []Day, today Day) ([]DaySummary, error) {
+	var out []DaySummary
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCounts)
+		if days == nil {
+			seen := map[Day]bool{}
+			if err := b.ForEach(func(k, _ []byte) error {
+				if len(k) != len(time.DateOnly)+1 {
+					return fmt.Errorf("summaries: corrupt key %q", k)
+				}
+				if d := Day(k[:len(k)-1]); !seen[d] {
+					seen[d] = true
+					days = append(days, d)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		for _, d := range days {
+			var g, r uint64
+			if v := b.Get(countKey(d, drivers.Green)); len(v) == 8 {
+				g = binary.BigEndian.Uint64(v)
+			}
+			if v := b.Get(countKey(d, drivers.Red)); len(v) == 8 {
+				r = binary.BigEndian.Uint64(v)
+			}
+			sum := DaySummary{Day: d, Total: g + r}
+			if d < today {
+				sum.Closed, sum.Green, sum.Red = true, g, r
+			}
+			out = append(out, sum)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// NextVersion returns a new replication version, larger than every version
+// returned before, by this process or an earlier one.
+func (s *Store) NextVersion() (uint64, error) {
+	var v uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if old := meta.Get(keyVersion); len(old) == 8 {
+			v = binary.BigEndian.Uint64(old)
+		}
+		v++
+		return meta.Put(keyVersion, binary.BigEndian.AppendUint64(nil, v))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("next replication version: %w", err)
+	}
+	return v, nil
 }

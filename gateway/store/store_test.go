@@ -240,3 +240,34 @@ func FuzzDecodeBoard(f *testing.F) {
 		}
 	})
 }
+
+func TestSummariesHideColoursOfOpenDays(t *testing.T) {
+	s := mustOpen(t, "")
+	mustBook(t, s, []Press{
+		press("b1", 1, 1, drivers.Green, "2026-03-04"),
+		press("b1", 1, 2, drivers.Red, "2026-03-04"),
+		press("b1", 1, 3, drivers.Green, "2026-03-05"),
+	}, nil)
+	if got, want := s.TakeDirty(), []Day{"2026-03-04", "2026-03-05"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("TakeDirty() = %v, want %v", got, want)
+	}
+	if got := s.TakeDirty(); len(got) != 0 {
+		t.Fatalf("second TakeDirty() = %v, want nothing", got)
+	}
+	got, err := s.Summaries(nil, "2026-03-05")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DaySummary{
+		{Day: "2026-03-04", Closed: true, Green: 1, Red: 1, Total: 2},
+		{Day: "2026-03-05", Total: 1},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Summaries = %+v, want %+v", got, want)
+	}
+	v1, _ := s.NextVersion()
+	v2, _ := s.NextVersion()
+	if v2 <= v1 {
+		t.Fatalf("NextVersion went %d then %d", v1, v2)
+	}
+}
