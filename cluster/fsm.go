@@ -49,6 +49,7 @@ type Command struct {
 type CountsUpdate struct {
 	Site    string      `json:"site"`
 	Version uint64      `json:"v"`
+	At      int64       `json:"at"` // the office's clock, Unix seconds: shows lag
 	Days    []DayCounts `json:"days"`
 }
 
@@ -118,14 +119,15 @@ type dayVal struct {
 
 // State is the replicated state. Its methods do no I/O and read no clock.
 type State struct {
-	days   map[dayKey]dayVal
-	sites  map[string]SiteInfo
-	tokens map[string]TokenRecord
+	days       map[dayKey]dayVal
+	lastUpdate map[string]int64 // per site, the latest At
+	sites      map[string]SiteInfo
+	tokens     map[string]TokenRecord
 }
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{days: map[dayKey]dayVal{}, sites: map[string]SiteInfo{}, tokens: map[string]TokenRecord{}}
+	return &State{days: map[dayKey]dayVal{}, lastUpdate: map[string]int64{}, sites: map[string]SiteInfo{}, tokens: map[string]TokenRecord{}}
 }
 
 // Apply applies one command.
@@ -140,6 +142,9 @@ func (s *State) Apply(c Command) error {
 			if err := d.Validate(); err != nil {
 				return err
 			}
+		}
+		if u.At > s.lastUpdate[u.Site] {
+			s.lastUpdate[u.Site] = u.At
 		}
 		for _, d := range u.Days {
 			k := dayKey{u.Site, d.Day}
@@ -205,6 +210,8 @@ type SiteCounts struct {
 	Days []DayCounts // sorted by day
 	// Version is the highest version seen from the office.
 	Version uint64
+	// LastUpdate is the office's clock at its latest update, Unix seconds.
+	LastUpdate int64
 }
 
 // Total is the colour-blind sum over all days.
@@ -236,6 +243,9 @@ func (s *State) Sites() []SiteCounts {
 		sc.Version = max(sc.Version, v.Version)
 		sc.Days = append(sc.Days, v.DayCounts)
 	}
+	for id, at := range s.lastUpdate {
+		get(id).LastUpdate = at
+	}
 	for _, sc := range by {
 		slices.SortFunc(sc.Days, func(a, b DayCounts) int { return cmp.Compare(a.Day, b.Day) })
 	}
@@ -259,9 +269,10 @@ func (s *State) Token(id string) (TokenRecord, bool) {
 
 // snapshot is the state's serialised form.
 type snapshot struct {
-	Days   []snapDay              `json:"days"`
-	Sites  map[string]SiteInfo    `json:"sites"`
-	Tokens map[string]TokenRecord `json:"tokens"`
+	Days       []snapDay              `json:"days"`
+	LastUpdate map[string]int64       `json:"last_update"`
+	Sites      map[string]SiteInfo    `json:"sites"`
+	Tokens     map[string]TokenRecord `json:"tokens"`
 }
 
 type snapDay struct {
@@ -271,7 +282,7 @@ type snapDay struct {
 }
 
 func (s *State) marshal() ([]byte, error) {
-	snap := snapshot{Sites: s.sites, Tokens: s.tokens}
+	snap := snapshot{Sites: s.sites, Tokens: s.tokens, LastUpdate: s.lastUpdate}
 	for k, v := range s.days {
 		snap.Days = append(snap.Days, snapDay{k.Site, v.DayCounts, v.Version})
 	}
@@ -295,6 +306,9 @@ func unmarshalState(b []byte) (*State, error) {
 	}
 	if snap.Sites != nil {
 		s.sites = snap.Sites
+	}
+	if snap.LastUpdate != nil {
+		s.lastUpdate = snap.LastUpdate
 	}
 	if snap.Tokens != nil {
 		s.tokens = snap.Tokens

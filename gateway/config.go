@@ -40,17 +40,43 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
 
-	Site   SiteConfig   `toml:"site"`
-	Serial SerialConfig `toml:"serial"`
-	Clock  ClockConfig  `toml:"clock"`
-	Limits LimitsConfig `toml:"limits"`
-	Sim    SimConfig    `toml:"sim"`
+	Site    SiteConfig    `toml:"site"`
+	Serial  SerialConfig  `toml:"serial"`
+	Clock   ClockConfig   `toml:"clock"`
+	Limits  LimitsConfig  `toml:"limits"`
+	Sim     SimConfig     `toml:"sim"`
+	Cluster ClusterConfig `toml:"cluster"`
+}
+
+// ClusterConfig says how this office talks to the customer's other offices.
+// The cluster starts only once the box is paired (`pulsegate init` or
+// `pulsegate join`); until then the office counts on its own.
+type ClusterConfig struct {
+	// Listen is the peer port (raft and forwarding RPC over mutual TLS);
+	// Advertise is the address other offices dial (default: Listen's).
+	Listen    string `toml:"listen"`
+	Advertise string `toml:"advertise"`
+	// GossipListen and GossipAdvertise are the membership (gossip) port.
+	GossipListen    string `toml:"gossip_listen"`
+	GossipAdvertise string `toml:"gossip_advertise"`
+	// PushInterval: this office's counts are pushed at most this often.
+	PushInterval Duration `toml:"push_interval"`
+	// MaxVoters is 3 or 5: the other offices are non-voters.
+	MaxVoters int `toml:"max_voters"`
+	// DeadTimeout: an office silent this long is removed from the cluster.
+	DeadTimeout Duration `toml:"dead_timeout"`
+	// Raft timing; WAN defaults.
+	HeartbeatTimeout   Duration `toml:"heartbeat_timeout"`
+	ElectionTimeout    Duration `toml:"election_timeout"`
+	LeaderLeaseTimeout Duration `toml:"leader_lease_timeout"`
+	CommitTimeout      Duration `toml:"commit_timeout"`
 }
 
 // SiteConfig names the office.
 type SiteConfig struct {
 	Name     string `toml:"name"`
 	TimeZone string `toml:"time_zone"` // IANA name, e.g. "Europe/Berlin"
+	Region   string `toml:"region"`    // e.g. "eu-west": voters spread over regions
 }
 
 // SerialConfig says where the boards are.
@@ -95,7 +121,7 @@ func DefaultConfig() Config {
 		DataDir:  "data",
 		Listen:   "127.0.0.1:8080",
 		LogLevel: "info",
-		Site:     SiteConfig{Name: "Office", TimeZone: "Local"},
+		Site:     SiteConfig{Name: "Office", TimeZone: "Local", Region: "default"},
 		Serial:   SerialConfig{HungTimeout: Duration{15 * time.Second}, BaudRate: 115200},
 		Clock:    ClockConfig{NotBefore: intake.DefaultNotBefore.Format(time.DateOnly)},
 		Limits: LimitsConfig{
@@ -103,6 +129,17 @@ func DefaultConfig() Config {
 			BoardBurst: l.BoardBurst, BoardInterval: Duration{l.BoardInterval},
 		},
 		Sim: SimConfig{Mode: "auto", Rate: 0.5, GreenShare: 0.6},
+		Cluster: ClusterConfig{
+			Listen:             ":7400",
+			GossipListen:       ":7401",
+			PushInterval:       Duration{2 * time.Second},
+			MaxVoters:          5,
+			DeadTimeout:        Duration{72 * time.Hour},
+			HeartbeatTimeout:   Duration{5 * time.Second},
+			ElectionTimeout:    Duration{5 * time.Second},
+			LeaderLeaseTimeout: Duration{2500 * time.Millisecond},
+			CommitTimeout:      Duration{100 * time.Millisecond},
+		},
 	}
 }
 
@@ -160,6 +197,17 @@ func (c Config) Validate() error {
 	if err := c.LimitConfig().Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Cluster.MaxVoters != 3 && c.Cluster.MaxVoters != 5 {
+		errs = append(errs, fmt.Errorf("cluster.max_voters %d: want 3 or 5", c.Cluster.MaxVoters))
+	}
+	if c.Cluster.PushInterval.Duration < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("cluster.push_interval %s: must be at least 100ms", c.Cluster.PushInterval))
+	}
+	for _, a := range []struct{ key, v string }{{"cluster.listen", c.Cluster.Listen}, {"cluster.gossip_listen", c.Cluster.GossipListen}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port: %w", a.key, a.v, err))
+		}
+	}
 	switch c.Sim.Mode {
 	case "auto", "on", "off":
 	default:
@@ -205,6 +253,9 @@ func (c Config) LimitConfig() intake.LimitConfig {
 		BoardBurst: c.Limits.BoardBurst, BoardInterval: c.Limits.BoardInterval.Duration,
 	}
 }
+
+// ClusterDir holds the pairing, the PKI and raft's data.
+func (c Config) ClusterDir() string { return filepath.Join(c.DataDir, "cluster") }
 
 // StorePath is where the count store lives.
 func (c Config) StorePath() string { return filepath.Join(c.DataDir, "counts.db") }

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pulsegate/pulsegate/cluster"
 	"github.com/pulsegate/pulsegate/drivers"
 	"github.com/pulsegate/pulsegate/drivers/fakeboard"
 	"github.com/pulsegate/pulsegate/gateway/intake"
@@ -35,8 +36,9 @@ type Options struct {
 
 // Local names for the types the metrics read.
 type (
-	intakeStats = intake.Stats
-	boardState  = drivers.BoardState
+	intakeStats   = intake.Stats
+	boardState    = drivers.BoardState
+	clusterStatus = cluster.Status
 )
 
 // Gateway is a running appliance.
@@ -50,6 +52,7 @@ type Gateway struct {
 	intake  *intake.Intake
 	boards  *drivers.Manager
 	sim     *fakeboard.Board
+	cluster *cluster.Cluster // nil until paired
 	web     *web.Server
 	ln      net.Listener
 	metrics metricSet
@@ -125,6 +128,9 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 		if err := g.startSim(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if err := g.openCluster(ctx); err != nil {
+		return nil, err
 	}
 	g.metrics = g.newMetrics()
 
@@ -263,6 +269,12 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 	if is.LastError != "" {
 		st.Problems = append(st.Problems, "Presses cannot be stored: "+is.LastError+". They stay on the boards and are retried.")
 	}
+	if g.cluster != nil {
+		st.Cluster = g.clusterStatus(now)
+		if !st.Cluster.LeaderKnown {
+			st.Problems = append(st.Problems, "No cluster leader is reachable: this office keeps counting and catches up when the link is back.")
+		}
+	}
 	st.Healthy = len(st.Problems) == 0
 	return st, nil
 }
@@ -285,6 +297,9 @@ func (g *Gateway) Close() error {
 			errs = append(errs, g.boards.Close())
 		}
 		g.wg.Wait()
+		if g.cluster != nil {
+			errs = append(errs, g.cluster.Close())
+		}
 		if g.sim != nil {
 			errs = append(errs, g.sim.Close())
 		}

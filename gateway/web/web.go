@@ -33,16 +33,47 @@ var templatesFS embed.FS
 // Status is everything the page and API show. Build it with per-colour
 // figures for closed days only.
 type Status struct {
-	Site       string      `json:"site"`
-	TimeZone   string      `json:"time_zone"`
-	Today      string      `json:"today"`
-	TodayTotal uint64      `json:"today_total"` // colour-blind
-	ClosedDays []ClosedDay `json:"closed_days"` // oldest first
-	Boards     []Board     `json:"boards"`
-	Simulated  bool        `json:"simulated"` // a simulated board is running
-	Clock      Clock       `json:"clock"`
-	Healthy    bool        `json:"healthy"`
-	Problems   []string    `json:"problems,omitempty"`
+	Site       string         `json:"site"`
+	TimeZone   string         `json:"time_zone"`
+	Today      string         `json:"today"`
+	TodayTotal uint64         `json:"today_total"` // colour-blind
+	ClosedDays []ClosedDay    `json:"closed_days"` // oldest first
+	Boards     []Board        `json:"boards"`
+	Simulated  bool           `json:"simulated"` // a simulated board is running
+	Clock      Clock          `json:"clock"`
+	Healthy    bool           `json:"healthy"`
+	Problems   []string       `json:"problems,omitempty"`
+	Cluster    *ClusterStatus `json:"cluster,omitempty"` // nil while not paired
+}
+
+// ClusterStatus is this box's view of the customer's cluster.
+type ClusterStatus struct {
+	SiteID       string   `json:"site_id"`
+	Role         string   `json:"role"`
+	LeaderID     string   `json:"leader_id"`
+	LeaderKnown  bool     `json:"leader_known"`
+	LastContact  string   `json:"last_contact,omitempty"` // with the leader, ago
+	AppliedIndex uint64   `json:"applied_index"`
+	Voters       int      `json:"voters"`
+	Offices      []Office `json:"offices"`
+}
+
+// Office is one office as replicated: its closed days' colours summed over
+// the last 7 closed days, and colour-blind totals.
+type Office struct {
+	SiteID      string `json:"site_id"`
+	Name        string `json:"name"`
+	Region      string `json:"region"`
+	Self        bool   `json:"self"`
+	Member      bool   `json:"member"` // in the raft configuration
+	Voter       bool   `json:"voter"`
+	Alive       bool   `json:"alive"`
+	Lag         string `json:"lag,omitempty"` // since its latest update arrived here
+	OpenTotal   uint64 `json:"open_total"`    // presses on days still open there
+	Total       uint64 `json:"total"`         // all days, colour-blind
+	ClosedGreen Cell   `json:"closed_green_7d"`
+	ClosedRed   Cell   `json:"closed_red_7d"`
+	ClosedTotal Cell   `json:"closed_total_7d"`
 }
 
 // ClosedDay is one closed day's counts.
@@ -99,6 +130,11 @@ type Source interface {
 	Status(ctx context.Context) (Status, error)
 }
 
+// Pairing creates join tokens for new offices; the gateway implements it.
+type Pairing interface {
+	CreateJoinToken(ctx context.Context) (token string, expires time.Time, err error)
+}
+
 // Metrics writes Prometheus text.
 type Metrics interface {
 	WritePrometheus(w io.Writer)
@@ -148,7 +184,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/status", s.handleStatus)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
-	return securityHeaders(mux)
+	mux.HandleFunc("POST /api/cluster/tokens", s.handleCreateToken)
+	return securityHeaders(http.NewCrossOriginProtection().Handler(mux))
 }
 
 // securityHeaders forbids every other origin: the page loads nothing but
@@ -256,6 +293,41 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 		Problems []string `json:"problems,omitempty"`
 	}{st.Healthy, st.Problems}
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// handleCreateToken serves `pulsegate token create`. Until the web UI has
+// accounts, only a process on this box may ask: the request must come from
+// loopback.
+func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+	if !fromLoopback(r) {
+		http.Error(w, "join tokens can only be created from the box itself", http.StatusForbidden)
+		return
+	}
+	p, ok := s.src.(Pairing)
+	if !ok {
+		http.Error(w, "pairing is not available", http.StatusNotImplemented)
+		return
+	}
+	tok, exp, err := p.CreateJoinToken(r.Context())
+	if err != nil {
+		http.Error(w, "create join token: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	s.log.Info("join token created", "expires", exp.Format(time.RFC3339))
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(struct {
+		Token   string    `json:"token"`
+		Expires time.Time `json:"expires"`
+	}{tok, exp})
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {

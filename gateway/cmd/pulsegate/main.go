@@ -8,11 +8,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"time"
 	_ "time/tzdata" // the appliance image has no zoneinfo: embed it
 
+	"github.com/pulsegate/pulsegate/cluster"
 	"github.com/pulsegate/pulsegate/drivers/fakeboard"
 	"github.com/pulsegate/pulsegate/gateway"
 )
@@ -27,8 +30,11 @@ import (
 const usage = `usage: pulsegate <command> [flags]
 
 commands:
-  run     run the gateway: read the boards, keep durable counts, serve the page
-  sim     run a simulated button board on a pty and print its device path
+  run           run the gateway: read the boards, keep durable counts, serve the page
+  sim           run a simulated button board on a pty and print its device path
+  init          make this box the first office of a new cluster (creates its CA)
+  token create  print a one-time join token for a new office (asks the running box)
+  join <token>  pair this box with an existing cluster
 
 Run "pulsegate <command> -h" for a command's flags.
 `
@@ -55,6 +61,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runGateway(ctx, args[1:], stdout, stderr)
 	case "sim":
 		return runSim(ctx, args[1:], stdout, stderr)
+	case "init":
+		return runInit(args[1:], stdout, stderr)
+	case "join":
+		return runJoin(ctx, args[1:], stdout, stderr)
+	case "token":
+		if len(args) < 2 || args[1] != "create" {
+			return errors.New(`usage: pulsegate token create [--url http://127.0.0.1:8080]`)
+		}
+		return runTokenCreate(ctx, args[2:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -231,4 +246,92 @@ func ticker(d time.Duration) <-chan time.Time {
 		return nil
 	}
 	return time.NewTicker(d).C
+}
+
+// dataDirFlag reads --data-dir as run does.
+func dataDirFlag(fs *flag.FlagSet) *string {
+	return fs.String("data-dir", gateway.DefaultConfig().DataDir, "`directory` of the box's data (as for run)")
+}
+
+func runInit(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := dataDirFlag(fs)
+	customer := fs.String("customer", "", "the customer's `name`: it labels the cluster")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = *dataDir
+	p, err := cluster.Init(cfg.ClusterDir(), *customer, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Initialised a new cluster for %q. This office is site %s.\n", p.Customer, p.SiteID)
+	fmt.Fprintf(stdout, "Start it with: pulsegate run --data-dir %s\nThen add offices with: pulsegate token create\n", *dataDir)
+	return nil
+}
+
+func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("join", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := dataDirFlag(fs)
+	// The token comes first on the command line; flags may follow it.
+	var token string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		token, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if token == "" && fs.NArg() == 1 {
+		token = fs.Arg(0)
+	}
+	if token == "" {
+		return errors.New("usage: pulsegate join <token> [--data-dir DIR]")
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = *dataDir
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	p, err := cluster.Join(ctx, cfg.ClusterDir(), token, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Joined the cluster of %q as site %s.\nStart it with: pulsegate run --data-dir %s\n", p.Customer, p.SiteID, *dataDir)
+	return nil
+}
+
+func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://"+gateway.DefaultConfig().Listen, "`URL` of the running box (its --listen address)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(*url, "/")+"/api/cluster/tokens", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the box at %s: %w (is pulsegate run running?)", *url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("create token: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var out struct {
+		Token   string    `json:"token"`
+		Expires time.Time `json:"expires"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return fmt.Errorf("create token: bad answer: %w", err)
+	}
+	fmt.Fprintf(stdout, "%s\n", out.Token)
+	fmt.Fprintf(stderr, "One-time join token, valid until %s. On the new office: pulsegate join <token>\n", out.Expires.Local().Format(time.RFC1123))
+	return nil
 }

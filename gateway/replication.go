@@ -1,0 +1,197 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/pulsegate/pulsegate/cluster"
+	"github.com/pulsegate/pulsegate/gateway/store"
+	"github.com/pulsegate/pulsegate/gateway/web"
+)
+
+// openCluster joins the customer's cluster if this box is paired. An
+// unpaired box counts on its own and says so.
+func (g *Gateway) openCluster(ctx context.Context) error {
+	if !cluster.Paired(g.cfg.ClusterDir()) {
+		g.log.Info("not paired with other offices: counting on this box alone (pulsegate init / pulsegate join to pair)")
+		return nil
+	}
+	cc := g.cfg.Cluster
+	c, err := cluster.Open(ctx, cluster.Config{
+		Dir:             g.cfg.ClusterDir(),
+		Name:            g.cfg.Site.Name,
+		Region:          g.cfg.Site.Region,
+		TimeZone:        g.loc.String(),
+		Listen:          cc.Listen,
+		Advertise:       cc.Advertise,
+		GossipListen:    cc.GossipListen,
+		GossipAdvertise: cc.GossipAdvertise,
+		Timing: cluster.Timing{
+			Heartbeat:   cc.HeartbeatTimeout.Duration,
+			Election:    cc.ElectionTimeout.Duration,
+			LeaderLease: cc.LeaderLeaseTimeout.Duration,
+			Commit:      cc.CommitTimeout.Duration,
+		},
+		Reconcile: cluster.ReconcileConfig{MaxVoters: cc.MaxVoters, DeadTimeout: cc.DeadTimeout.Duration},
+		Now:       g.opts.Now,
+		Logger:    g.log,
+	})
+	if err != nil {
+		return err
+	}
+	g.cluster = c
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		g.publishLoop(ctx)
+	}()
+	return nil
+}
+
+// publishLoop pushes this office's cumulative counts into the cluster: all
+// days once at start (catching up after any outage with one write), then the
+// days booked since the last push, at most every push interval. A failed
+// push keeps its days for the next round, so an office cut off from the
+// others keeps counting and catches up when it can.
+func (g *Gateway) publishLoop(ctx context.Context) {
+	every := g.cfg.Cluster.PushInterval.Duration
+	t := time.NewTicker(every)
+	defer t.Stop()
+	full := true
+	var lastToday store.Day
+	for {
+		now := g.opts.Now()
+		today := store.DayOf(now, g.loc)
+		if lastToday != "" && today != lastToday {
+			// The day that closed is published again, now with colours.
+			g.store.MarkDirty(lastToday)
+		}
+		lastToday = today
+		if g.intake.ClockSet() {
+			var days []store.Day
+			if full {
+				g.store.TakeDirty() // covered by the full push
+			} else {
+				days = g.store.TakeDirty()
+			}
+			if full || len(days) > 0 {
+				if err := g.publish(ctx, days, today); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					g.log.Warn("pushing counts to the cluster failed; will retry", "err", err)
+					g.store.MarkDirty(days...)
+				} else {
+					full = false
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (g *Gateway) publish(ctx context.Context, days []store.Day, today store.Day) error {
+	sums, err := g.store.Summaries(days, today)
+	if err != nil {
+		return err
+	}
+	if len(sums) == 0 {
+		return nil
+	}
+	v, err := g.store.NextVersion()
+	if err != nil {
+		return err
+	}
+	out := make([]cluster.DayCounts, len(sums))
+	for i, s := range sums {
+		out[i] = cluster.DayCounts{Day: string(s.Day), Closed: s.Closed, Green: s.Green, Red: s.Red, Total: s.Total}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return g.cluster.Publish(pctx, v, out)
+}
+
+// CreateJoinToken creates a join token for a new office.
+func (g *Gateway) CreateJoinToken(ctx context.Context) (string, time.Time, error) {
+	if g.cluster == nil {
+		return "", time.Time{}, errors.New("this box is not paired: run `pulsegate init` first")
+	}
+	tok, exp, err := g.cluster.CreateToken(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return tok.String(), exp, nil
+}
+
+// clusterStatus shows every office from the local replica (a stale read:
+// the lag says how stale). Colours only of closed days, as everywhere.
+func (g *Gateway) clusterStatus(now time.Time) *web.ClusterStatus {
+	st := g.cluster.Status()
+	cs := &web.ClusterStatus{
+		SiteID:       st.SiteID,
+		Role:         st.Role,
+		LeaderID:     st.LeaderID,
+		LeaderKnown:  st.LeaderKnown,
+		AppliedIndex: st.AppliedIndex,
+		Voters:       st.Voters,
+	}
+	if !st.LastContact.IsZero() {
+		cs.LastContact = now.Sub(st.LastContact).Round(time.Second).String()
+	}
+	voter := map[string]bool{}
+	inRaft := map[string]bool{}
+	for _, s := range st.Servers {
+		inRaft[s.ID], voter[s.ID] = true, s.Voter
+	}
+	alive := map[string]bool{}
+	for _, m := range st.Members {
+		alive[m.SiteID] = m.Alive
+	}
+	for _, sc := range g.cluster.Sites() {
+		o := web.Office{
+			SiteID: sc.Info.ID, Name: sc.Info.Name, Region: sc.Info.Region,
+			Self: sc.Info.ID == st.SiteID, Voter: voter[sc.Info.ID], Member: inRaft[sc.Info.ID],
+			Alive: alive[sc.Info.ID] || sc.Info.ID == st.SiteID, Total: sc.Total(),
+		}
+		if sc.LastUpdate > 0 {
+			o.Lag = now.Sub(time.Unix(sc.LastUpdate, 0)).Round(time.Second).String()
+		}
+		cutoff := lastDays(sc.Days, 7)
+		var green, red, total uint64
+		for _, d := range sc.Days {
+			if !d.Closed {
+				o.OpenTotal += d.Total
+				continue
+			}
+			if d.Day >= cutoff {
+				green, red, total = green+d.Green, red+d.Red, total+d.Total
+			}
+		}
+		o.ClosedGreen, o.ClosedRed, o.ClosedTotal = web.Cell(green), web.Cell(red), web.Cell(total)
+		cs.Offices = append(cs.Offices, o)
+	}
+	return cs
+}
+
+// lastDays returns the first day of the last n closed days present.
+func lastDays(days []cluster.DayCounts, n int) string {
+	var closed []string
+	for _, d := range days {
+		if d.Closed {
+			closed = append(closed, d.Day)
+		}
+	}
+	if len(closed) == 0 {
+		return ""
+	}
+	last, err := store.ParseDay(closed[len(closed)-1])
+	if err != nil {
+		return ""
+	}
+	return string(last.AddDays(-(n - 1)))
+}
