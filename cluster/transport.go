@@ -93,15 +93,17 @@ type RPCHandler func(ctx context.Context, peer RPCPeer, method string, body []by
 
 // MuxConfig configures a Mux.
 type MuxConfig struct {
-	// Listener is the raw TCP listener; the Mux wraps it with TLS and closes
-	// it on Close.
+	// Listener is the raw TCP listener (required); the Mux wraps it with
+	// TLS and closes it on Close.
 	Listener net.Listener
 	// ServerTLS is the TLS config of accepted connections. Client
 	// certificates are trusted only when it verifies them (ClientCAs and
 	// ClientAuth VerifyClientCertIfGiven or stricter): a connection without
 	// a verified chain counts as a client without a certificate.
 	ServerTLS *tls.Config
-	// Advertise is the address peers dial; default Listener.Addr().
+	// Advertise is the address peers dial, and raft's address of this node;
+	// default Listener.Addr(), which will not do for a listener on all
+	// interfaces. At most 255 bytes as a string.
 	Advertise net.Addr
 	// DialTLS returns the TLS config to dial the peer with the given site id,
 	// or, for "", a config that checks the CA only. Raft dials with "" (see
@@ -164,8 +166,11 @@ func NewMux(cfg MuxConfig) *Mux {
 	if m.timeout <= 0 {
 		m.timeout = defaultHandshakeTimeout
 	}
-	if cfg.Advertise == nil {
+	if cfg.Advertise == nil && cfg.Listener != nil {
 		m.cfg.Advertise = cfg.Listener.Addr()
+	}
+	if m.cfg.Advertise == nil {
+		m.cfg.Advertise = &net.TCPAddr{} // a dialer only (Call)
 	}
 	m.advertise = m.cfg.Advertise.String()
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -240,6 +245,16 @@ func (m *Mux) Serve() error {
 	}
 }
 
+func protoName(p byte) string {
+	switch p {
+	case protoRaft:
+		return "raft"
+	case protoRPC:
+		return "rpc"
+	}
+	return fmt.Sprintf("%#x", p)
+}
+
 // retryableAccept reports whether an Accept error is worth waiting out,
 // like running out of file descriptors.
 func retryableAccept(err error) bool {
@@ -278,8 +293,10 @@ func (m *Mux) Close() error {
 	var err error
 	if first {
 		m.cancel()
-		if lerr := m.cfg.Listener.Close(); lerr != nil && !errors.Is(lerr, net.ErrClosed) {
-			err = fmt.Errorf("close mux listener: %w", lerr)
+		if m.cfg.Listener != nil {
+			if lerr := m.cfg.Listener.Close(); lerr != nil && !errors.Is(lerr, net.ErrClosed) {
+				err = fmt.Errorf("close mux listener: %w", lerr)
+			}
 		}
 		m.closeRaft()
 		for _, raw := range pending {
@@ -334,12 +351,16 @@ func (m *Mux) handleConn(raw net.Conn) {
 	pc, err := m.acceptPeer(raw)
 	if err != nil {
 		m.drop(raw)
-		if m.ctx.Err() == nil {
+		switch {
+		case m.ctx.Err() != nil:
+		case errors.Is(err, ErrPartitioned):
+			m.log.Debug("refused connection", "addr", raw.RemoteAddr(), "err", err)
+		default:
 			m.log.Warn("refused connection", "addr", raw.RemoteAddr(), "err", err)
 		}
 		return
 	}
-	m.log.Debug("accepted connection", "proto", pc.proto, "peer", pc.remote, "site", pc.site, "addr", raw.RemoteAddr())
+	m.log.Debug("accepted connection", "proto", protoName(pc.proto), "peer", pc.remote, "site", pc.site, "addr", raw.RemoteAddr())
 	switch pc.proto {
 	case protoRaft:
 		m.raft.deliver(pc)
@@ -456,6 +477,14 @@ func (m *Mux) dialPeer(ctx context.Context, raw net.Conn, addr string, conf *tls
 		return nil, err
 	}
 	return pc, nil
+}
+
+// Call makes one RPC without a Mux of its own: for a box that is not a
+// member yet (pulsegate join), which has nothing to serve.
+func Call(ctx context.Context, addr string, tlsConf *tls.Config, method string, body []byte) ([]byte, error) {
+	m := NewMux(MuxConfig{})
+	defer m.Close()
+	return m.Call(ctx, addr, tlsConf, method, body)
 }
 
 // Call runs one RPC on the peer at addr: it dials with tlsConf (ClientTLS

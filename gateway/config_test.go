@@ -140,7 +140,7 @@ green_share = 0.25
 `,
 			want: func(c *Config) {
 				c.DataDir, c.Listen, c.LogLevel = "/var/lib/pulsegate", "0.0.0.0:80", "debug"
-				c.Site = SiteConfig{Name: "Berlin office", TimeZone: "Europe/Berlin"}
+				c.Site = SiteConfig{Name: "Berlin office", TimeZone: "Europe/Berlin", Region: "default"}
 				c.Serial = SerialConfig{Boards: []string{"/dev/serial/by-id/usb-Pulsegate_Board_1"}, HungTimeout: Duration{90 * time.Second}, BaudRate: 57600}
 				c.Clock.NotBefore = "2026-02-01"
 				c.Limits = LimitsConfig{ButtonBurst: 2, ButtonInterval: Duration{2500 * time.Millisecond}, BoardInterval: Duration{750 * time.Millisecond}}

@@ -55,7 +55,7 @@ type Gateway struct {
 	cluster *cluster.Cluster // nil until paired
 	web     *web.Server
 	ln      net.Listener
-	metrics metricSet
+	metrics metrics
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup

@@ -12,15 +12,35 @@ import (
 type metric struct {
 	name, help, kind string // kind: counter or gauge
 	value            func() float64
-	// samples, if set instead of value, gives labelled samples; a label
-	// value is escaped by %q, which matches the text format for the
-	// characters site ids and roles use.
-	samples func() []sample
+}
+
+// labelled is a metric with one label. Label values are written with %q,
+// which matches the text format for the characters site ids and roles use.
+type labelled struct {
+	name, help, kind string
+	samples          func() []sample
 }
 
 type sample struct {
-	label, value string // one label: name and value
+	label, value string // the label's name and value
 	v            float64
+}
+
+// metrics is everything /metrics shows.
+type metrics struct {
+	plain    metricSet
+	labelled []labelled
+}
+
+// WritePrometheus writes all of them.
+func (m metrics) WritePrometheus(w io.Writer) {
+	m.plain.WritePrometheus(w)
+	for _, l := range m.labelled {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", l.name, l.help, l.name, l.kind)
+		for _, s := range l.samples() {
+			fmt.Fprintf(w, "%s{%s=%q} %s\n", l.name, s.label, s.value, strconv.FormatFloat(s.v, 'g', -1, 64))
+		}
+	}
 }
 
 // metricSet writes the Prometheus text format (version 0.0.4).
@@ -29,18 +49,12 @@ type metricSet []metric
 // WritePrometheus writes every metric with its HELP and TYPE lines.
 func (ms metricSet) WritePrometheus(w io.Writer) {
 	for _, m := range ms {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.kind)
-		if m.samples == nil {
-			fmt.Fprintf(w, "%s %s\n", m.name, strconv.FormatFloat(m.value(), 'g', -1, 64))
-			continue
-		}
-		for _, s := range m.samples() {
-			fmt.Fprintf(w, "%s{%s=%q} %s\n", m.name, s.label, s.value, strconv.FormatFloat(s.v, 'g', -1, 64))
-		}
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %s\n",
+			m.name, m.help, m.name, m.kind, m.name, strconv.FormatFloat(m.value(), 'g', -1, 64))
 	}
 }
 
-func (g *Gateway) newMetrics() metricSet {
+func (g *Gateway) newMetrics() metrics {
 	intakeStat := func(f func(s intakeStats) uint64) func() float64 {
 		return func() float64 { return float64(f(g.intake.Stats())) }
 	}
@@ -85,10 +99,12 @@ func (g *Gateway) newMetrics() metricSet {
 				return 0
 			}},
 	}
+	m := metrics{plain: ms}
 	if g.cluster != nil {
-		ms = append(ms, g.clusterMetrics()...)
+		m.plain = append(m.plain, g.clusterMetrics()...)
+		m.labelled = g.clusterLabelled()
 	}
-	return ms
+	return m
 }
 
 // clusterMetrics describe replication. Replicated presses are colour-blind
@@ -104,30 +120,41 @@ func (g *Gateway) clusterMetrics() metricSet {
 		return func() float64 { return f(g.cluster.Status()) }
 	}
 	return metricSet{
-		{name: "pulsegate_cluster_role", help: "1 for this box's raft role.", kind: "gauge", samples: func() []sample {
-			role := g.cluster.Status().Role
-			var out []sample
-			for _, r := range []string{"Leader", "Follower", "Candidate"} {
-				out = append(out, sample{"role", r, b(r == role)})
-			}
-			return out
-		}},
 		{"pulsegate_cluster_leader_known", "1 when a leader is known.", "gauge",
-			st(func(s clusterStatus) float64 { return b(s.LeaderKnown) }), nil},
+			st(func(s clusterStatus) float64 { return b(s.LeaderKnown) })},
 		{"pulsegate_cluster_last_contact_seconds", "Seconds since the leader was last heard from (0 on the leader).", "gauge",
 			st(func(s clusterStatus) float64 {
 				if s.LastContact.IsZero() {
 					return 0
 				}
 				return g.opts.Now().Sub(s.LastContact).Seconds()
-			}), nil},
+			})},
 		{"pulsegate_cluster_applied_index", "Last raft index applied here.", "gauge",
-			st(func(s clusterStatus) float64 { return float64(s.AppliedIndex) }), nil},
+			st(func(s clusterStatus) float64 { return float64(s.AppliedIndex) })},
 		{"pulsegate_cluster_voters", "Voting offices.", "gauge",
-			st(func(s clusterStatus) float64 { return float64(s.Voters) }), nil},
+			st(func(s clusterStatus) float64 { return float64(s.Voters) })},
 		{"pulsegate_cluster_members", "Offices known to gossip.", "gauge",
-			st(func(s clusterStatus) float64 { return float64(len(s.Members)) }), nil},
-		{name: "pulsegate_replicated_presses_total", help: "Presses per office in the replicated state, all colours together.", kind: "counter", samples: func() []sample {
+			st(func(s clusterStatus) float64 { return float64(len(s.Members)) })},
+	}
+}
+
+// clusterLabelled: the role, and presses per office in the replicated state,
+// colour-blind like every other press figure here.
+func (g *Gateway) clusterLabelled() []labelled {
+	return []labelled{
+		{"pulsegate_cluster_role", "1 for this box's raft role.", "gauge", func() []sample {
+			role := g.cluster.Status().Role
+			var out []sample
+			for _, r := range []string{"Leader", "Follower", "Candidate"} {
+				v := 0.0
+				if r == role {
+					v = 1
+				}
+				out = append(out, sample{"role", r, v})
+			}
+			return out
+		}},
+		{"pulsegate_replicated_presses_total", "Presses per office in the replicated state, all colours together.", "counter", func() []sample {
 			var out []sample
 			for _, sc := range g.cluster.Sites() {
 				out = append(out, sample{"site", sc.Info.ID, float64(sc.Total())})
