@@ -26,10 +26,6 @@ var ErrMemberNotAlive = errors.New("member not alive")
 // ErrMembershipClosed is returned by Membership methods after Close.
 var ErrMembershipClosed = errors.New("membership closed")
 
-// membershipLeaveTimeout bounds how long Close waits for the leave message
-// to go out; peers notice a silent departure by probing anyway.
-const membershipLeaveTimeout = 2 * time.Second
-
 // membershipUpdateTimeout bounds how long UpdateMeta waits for the new
 // metadata to be broadcast to at least one peer.
 const membershipUpdateTimeout = 5 * time.Second
@@ -160,6 +156,11 @@ type Membership struct {
 	log  *slog.Logger
 	now  func() time.Time
 	list *memberlist.Memberlist
+	// leaveTimeout bounds how long Close waits for the leave message to go
+	// out: four gossip rounds, 2s on WAN settings. Peers notice a silent
+	// departure by probing anyway, and the last member to leave often
+	// waits in vain for peers that already left.
+	leaveTimeout time.Duration
 
 	mu      sync.Mutex
 	meta    []byte            // encoded local metadata served to memberlist
@@ -228,19 +229,22 @@ func OpenMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.Tune != nil {
 		cfg.Tune(mc)
 	}
+	m.leaveTimeout = 4 * mc.GossipInterval
+	if m.leaveTimeout <= 0 {
+		m.leaveTimeout = 2 * time.Second
+	}
 
-	// The notifier runs before Create: memberlist reports this node joining
-	// itself during Create.
-	m.wg.Add(1)
-	go m.notify()
 	list, err := memberlist.Create(mc)
 	if err != nil {
-		close(m.done)
-		m.wg.Wait()
 		return nil, fmt.Errorf("open membership on %s: %w",
 			net.JoinHostPort(mc.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
 	m.list = list
+	// Start the notifier only now, so OnChange can use m.list; memberlist
+	// reported this node joining itself during Create, and that change
+	// waits in m.changed.
+	m.wg.Add(1)
+	go m.notify()
 	m.log.Debug("gossip started", "site", cfg.Meta.SiteID, "addr", m.Addr())
 	return m, nil
 }
@@ -380,13 +384,13 @@ func (m *Membership) UpdateMeta(meta MemberMeta) error {
 	return nil
 }
 
-// Close leaves the cluster (telling peers, for at most a couple of
-// seconds), stops gossip and waits for the OnChange goroutine. It is safe to
+// Close leaves the cluster (telling peers, for at most four gossip rounds:
+// 2s on WAN settings), stops gossip and waits for the OnChange goroutine. It is safe to
 // call twice; it must not be called from OnChange.
 func (m *Membership) Close() error {
 	m.closeOnce.Do(func() {
 		m.closed.Store(true)
-		if err := m.list.Leave(membershipLeaveTimeout); err != nil {
+		if err := m.list.Leave(m.leaveTimeout); err != nil {
 			// Peers will find out by probing; nothing to undo.
 			m.log.Debug("gossip leave", "err", err)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"go.uber.org/goleak"
 )
 
 // membershipFastTune makes memberlist probe and gossip every few tens of
@@ -95,6 +96,11 @@ func seesAlive(m *Membership, site string) bool {
 }
 
 func TestMembershipJoin(t *testing.T) {
+	// Registered first, so it runs after every Close: Close must leave no
+	// goroutine behind.
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+
 	key := membershipTestKey(t)
 	a := openTestMembership(t, "a", key, nil)
 	b := openTestMembership(t, "b", key, nil)
