@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -63,8 +64,9 @@ type Cluster struct {
 	once   sync.Once
 	err    error
 
-	mu   sync.Mutex
-	rtts map[string]time.Duration
+	mu      sync.Mutex
+	rtts    map[string]time.Duration
+	joining atomic.Bool // a gossip join is under way
 }
 
 // Open starts the peer listener, raft and gossip. The box must be paired.
@@ -118,7 +120,7 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers on %s: %w", cfg.Listen, err)
 	}
-	adv := ln.Addr()
+	adv := advertisable(ln.Addr())
 	if cfg.Advertise != "" {
 		if adv, err = net.ResolveTCPAddr("tcp", cfg.Advertise); err != nil {
 			ln.Close()
@@ -185,6 +187,33 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	return c, nil
 }
 
+// advertisable turns a wildcard listen address (":7400") into one other
+// offices can dial: the first non-loopback IPv4 address of an interface
+// that is up, else loopback.
+func advertisable(a net.Addr) net.Addr {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || !ta.IP.IsUnspecified() {
+		return a
+	}
+	ip := net.IPv4(127, 0, 0, 1)
+	if ifs, err := net.Interfaces(); err == nil {
+	search:
+		for _, ifc := range ifs {
+			if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+				continue
+			}
+			addrs, _ := ifc.Addrs()
+			for _, ad := range addrs {
+				if n, ok := ad.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+					ip = n.IP.To4()
+					break search
+				}
+			}
+		}
+	}
+	return &net.TCPAddr{IP: ip, Port: ta.Port}
+}
+
 func splitHostPortDefault(hp, defHost string, defPort int) (string, int, error) {
 	if hp == "" {
 		return defHost, defPort, nil
@@ -238,14 +267,21 @@ func (c *Cluster) loop(ctx context.Context) {
 		case <-t.C:
 		case <-c.kick:
 		}
-		if len(c.members.Members()) <= 1 && len(c.pairing.Peers) > 0 {
-			if _, err := c.members.Join(c.pairing.Peers); err != nil {
-				c.log.Debug("gossip join", "err", err)
-			}
+		if peers := c.lostPeers(); len(peers) > 0 && c.joining.CompareAndSwap(false, true) {
+			// A dead address can hold a join for a TCP timeout: never
+			// in the way of reconciliation.
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				defer c.joining.Store(false)
+				if _, err := c.members.Join(peers); err != nil {
+					c.log.Debug("gossip join", "err", err)
+				}
+			}()
 		}
 		if infoVersion == 0 || !c.siteInfoCurrent() {
 			v := uint64(c.cfg.Now().UnixNano())
-			info := SiteInfo{ID: c.SiteID(), Name: c.cfg.Name, Region: c.cfg.Region, TimeZone: c.cfg.TimeZone, Version: v}
+			info := SiteInfo{ID: c.SiteID(), Name: c.cfg.Name, Region: c.cfg.Region, TimeZone: c.cfg.TimeZone, GossipAddr: c.members.Addr(), Version: v}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if err := c.raft.Apply(actx, Command{Type: CmdSite, Site: &info}); err == nil {
 				infoVersion = v
@@ -264,9 +300,32 @@ func (c *Cluster) siteInfoCurrent() bool {
 	var ok bool
 	c.raft.FSM().Read(func(s *State) {
 		info, found := s.sites[c.SiteID()]
-		ok = found && info.Name == c.cfg.Name && info.Region == c.cfg.Region && info.TimeZone == c.cfg.TimeZone
+		ok = found && info.Name == c.cfg.Name && info.Region == c.cfg.Region && info.TimeZone == c.cfg.TimeZone &&
+			info.GossipAddr == c.members.Addr()
 	})
 	return ok
+}
+
+// lostPeers returns gossip addresses worth joining: those of offices the
+// replicated state knows that gossip does not see alive, plus the peers of
+// the pairing while this box sees nobody.
+func (c *Cluster) lostPeers() []string {
+	alive := map[string]bool{}
+	for _, m := range c.members.Members() {
+		alive[m.SiteID] = m.Alive
+	}
+	var out []string
+	if len(alive) <= 1 {
+		out = append(out, c.pairing.Peers...)
+	}
+	c.raft.FSM().Read(func(s *State) {
+		for id, info := range s.sites {
+			if id != c.SiteID() && !alive[id] && info.GossipAddr != "" && !slices.Contains(out, info.GossipAddr) {
+				out = append(out, info.GossipAddr)
+			}
+		}
+	})
+	return out
 }
 
 // reconcile applies the membership rules (see Reconcile) on the leader.

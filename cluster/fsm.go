@@ -82,7 +82,10 @@ type SiteInfo struct {
 	Name     string `json:"name"`
 	Region   string `json:"region"`
 	TimeZone string `json:"tz"`
-	Version  uint64 `json:"v"`
+	// GossipAddr lets members that lost touch find each other again,
+	// whatever addresses they joined with.
+	GossipAddr string `json:"gossip,omitempty"`
+	Version    uint64 `json:"v"`
 }
 
 // TokenRecord is a join token as the cluster keeps it: never the secret,

@@ -333,8 +333,9 @@ func (m *Membership) Addr() string {
 	return m.list.LocalNode().Address()
 }
 
-// Ping measures the round trip to siteID with a memberlist UDP ping; it
-// waits at most the probe timeout (3s on the WAN settings).
+// Ping measures the round trip to siteID with a memberlist UDP ping
+// (encrypted, like all gossip); it waits at most the probe timeout (3s on
+// WAN settings). The result is always positive.
 func (m *Membership) Ping(siteID string) (time.Duration, error) {
 	if m.closed.Load() {
 		return 0, ErrMembershipClosed
@@ -349,11 +350,14 @@ func (m *Membership) Ping(siteID string) (time.Duration, error) {
 	if addr == nil {
 		return 0, fmt.Errorf("ping %s: %w", siteID, ErrMemberNotAlive)
 	}
-	rtt, err := m.list.Ping(siteID, addr)
-	if err != nil {
+	// Time the whole call: memberlist stamps the send after it returns from
+	// the socket write, so on a fast link its own figure can come out
+	// negative.
+	start := time.Now()
+	if _, err := m.list.Ping(siteID, addr); err != nil {
 		return 0, fmt.Errorf("ping %s at %s: %w", siteID, addr, err)
 	}
-	return rtt, nil
+	return max(time.Since(start), time.Nanosecond), nil // 0 would mean "unknown" to Reconcile
 }
 
 // UpdateMeta replaces the advertised metadata (for example when DHCP moved
@@ -390,6 +394,10 @@ func (m *Membership) UpdateMeta(meta MemberMeta) error {
 func (m *Membership) Close() error {
 	m.closeOnce.Do(func() {
 		m.closed.Store(true)
+		// Stop the notifier first: an OnChange in flight finishes against
+		// a working memberlist, and none starts after.
+		close(m.done)
+		m.wg.Wait()
 		if err := m.list.Leave(m.leaveTimeout); err != nil {
 			// Peers will find out by probing; nothing to undo.
 			m.log.Debug("gossip leave", "err", err)
@@ -397,8 +405,6 @@ func (m *Membership) Close() error {
 		if err := m.list.Shutdown(); err != nil {
 			m.closeErr = fmt.Errorf("shut down gossip: %w", err)
 		}
-		close(m.done)
-		m.wg.Wait()
 	})
 	return m.closeErr
 }

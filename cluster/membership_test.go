@@ -292,6 +292,45 @@ func TestMembershipUpdateMeta(t *testing.T) {
 	}
 }
 
+// memberlist reports events with its node lock held; OnChange must run
+// outside it, so calling back into the Membership (here UpdateMeta, which
+// takes that lock) cannot deadlock. The first call, for this node joining
+// itself, happens before OpenMembership returns.
+func TestMembershipOnChangeMayCallBack(t *testing.T) {
+	key := membershipTestKey(t)
+	self := make(chan *Membership, 1)
+	var calls atomic.Int64
+	cfg := MembershipConfig{
+		Meta:     MemberMeta{SiteID: "a", RaftAddr: "10.1.1.1:7400"},
+		BindAddr: "127.0.0.1",
+		Keys:     [][]byte{key},
+		Tune:     membershipFastTune,
+		OnChange: func() {
+			m := <-self
+			self <- m
+			if err := m.UpdateMeta(MemberMeta{RaftAddr: "10.1.1.1:7400"}); err != nil && !errors.Is(err, ErrMembershipClosed) {
+				t.Errorf("UpdateMeta from OnChange: %v", err)
+			}
+			if m.Addr() != "" && len(m.Members()) > 0 {
+				calls.Add(1)
+			}
+		},
+	}
+	m, err := OpenMembership(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	self <- m
+	waitForMembership(t, 2*time.Second, "OnChange for the self join", func() bool { return calls.Load() > 0 })
+
+	b := openTestMembership(t, "b", key, func(c *MembershipConfig) { c.Label = "" })
+	if _, err := b.Join([]string{m.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitForMembership(t, 5*time.Second, "OnChange for b", func() bool { return seesAlive(m, "b") && calls.Load() > 1 })
+}
+
 func TestOpenMembershipRejectsConfig(t *testing.T) {
 	key := membershipTestKey(t)
 	tests := []struct {

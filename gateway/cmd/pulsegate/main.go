@@ -99,6 +99,10 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		logLevel   = fs.String("log-level", def.LogLevel, "debug, info, warn or error")
 		notBefore  = fs.String("clock-not-before", def.Clock.NotBefore, "a clock before this `date` is not set (presses wait)")
 		noLimits   = fs.Bool("no-abuse-limit", false, "count every press (disables the abuse limit; for tests and benchmarks)")
+		region     = fs.String("region", def.Site.Region, "the office's `region` (voters are spread over regions)")
+		peerListen = fs.String("cluster-listen", def.Cluster.Listen, "`address` of the peer port (raft and RPC over mutual TLS)")
+		peerAdv    = fs.String("cluster-advertise", "", "`address` other offices dial for the peer port (default: derived from --cluster-listen)")
+		gossip     = fs.String("gossip-listen", def.Cluster.GossipListen, "`address` of the gossip (membership) port")
 		boards     stringList
 	)
 	fs.Var(&boards, "board", "serial `device` of a board, repeatable (default: discover USB serial ports)")
@@ -136,6 +140,14 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Clock.NotBefore = *notBefore
 		case "board":
 			cfg.Serial.Boards = boards
+		case "region":
+			cfg.Site.Region = *region
+		case "cluster-listen":
+			cfg.Cluster.Listen = *peerListen
+		case "cluster-advertise":
+			cfg.Cluster.Advertise = *peerAdv
+		case "gossip-listen":
+			cfg.Cluster.GossipListen = *gossip
 		case "no-abuse-limit":
 			if *noLimits {
 				cfg.Limits.ButtonBurst, cfg.Limits.BoardBurst = 0, 0
