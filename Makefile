@@ -5,10 +5,15 @@ BIN      := bin/pulsegate
 DATA_DIR ?= data
 ARGS     ?=
 
-.PHONY: run build test bench lint fuzz clean
+.PHONY: run demo build test bench lint fuzz clean
 
 run: build
 	./$(BIN) run --data-dir $(DATA_DIR) $(ARGS)
+
+# Three offices on this machine, paired through the real token flow, each
+# with a simulated board; Ctrl-C stops them.
+demo: build
+	./$(BIN) demo --dir demo-data
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./gateway/cmd/pulsegate

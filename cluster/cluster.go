@@ -64,6 +64,7 @@ type Cluster struct {
 	once   sync.Once
 	err    error
 
+	opened  time.Time // when this box started watching its peers
 	mu      sync.Mutex
 	rtts    map[string]time.Duration
 	joining atomic.Bool // a gossip join is under way
@@ -96,7 +97,7 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger.With("component", "cluster"), kick: make(chan struct{}, 1), rtts: map[string]time.Duration{}}
+	c := &Cluster{cfg: cfg, log: cfg.Logger.With("component", "cluster"), kick: make(chan struct{}, 1), rtts: map[string]time.Duration{}, opened: cfg.Now()}
 	if c.pairing, err = LoadPairing(cfg.Dir); err != nil {
 		return nil, err
 	}
@@ -369,8 +370,13 @@ func (c *Cluster) reconcile() {
 	c.mu.Unlock()
 	self := c.SiteID()
 	for i := range servers {
-		if servers[i].ID == self {
+		switch {
+		case servers[i].ID == self:
 			servers[i].Alive = true
+		case servers[i].Since.IsZero():
+			// In raft but never seen by gossip since this box started:
+			// dead since then, as far as anyone here can tell.
+			servers[i].Since = c.opened
 		}
 	}
 	for _, a := range Reconcile(c.cfg.Reconcile, now, self, servers) {

@@ -140,10 +140,11 @@ func (a Action) String() string {
 //     fewest healthy voters (an unrepresented one first), then the lowest
 //     known RTT (0 sorts last), then the lowest ID.
 //   - Demote dead: a voter dead for at least Stabilization is demoted. It is
-//     never needed for quorum (it is not answering) and the voter set then
-//     exceeds the target, so dropping it never lowers the healthy voter count
-//     and never raises the quorum. When a replacement exists it is promoted
-//     in the same round, before the demotion.
+//     not answering, and the voter set then always exceeds the target, so
+//     dropping it never lowers the healthy voter count and never raises the
+//     quorum. When a replacement exists it is promoted in the same round,
+//     before the demotion. If the healthy voters are already short of a
+//     quorum nothing could commit, and nothing is demoted or removed.
 //   - Demote extras: healthy voters are demoted only while they exceed
 //     MaxVoters (for example after MaxVoters went from 5 to 3), never the
 //     leader, from the most represented region first, then the highest RTT

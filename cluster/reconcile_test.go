@@ -425,9 +425,10 @@ func TestReconcileProperties(t *testing.T) {
 			}
 			servers[i] = s
 		}
-		// The leader is a voter in raft and sees itself alive.
+		// The leader is a voter in raft; its gossip state is left random
+		// (it must count as healthy whatever gossip says).
 		li := rapid.IntRange(0, n-1).Draw(t, "leader")
-		servers[li].InRaft, servers[li].Voter, servers[li].Alive = true, true, true
+		servers[li].InRaft, servers[li].Voter = true, true
 		leader := servers[li].ID
 
 		// Deterministic whatever the input order.

@@ -35,6 +35,7 @@ commands:
   init          make this box the first office of a new cluster (creates its CA)
   token create  print a one-time join token for a new office (asks the running box)
   join <token>  pair this box with an existing cluster
+  demo          run three offices on this machine, paired, each with a simulated board
 
 Run "pulsegate <command> -h" for a command's flags.
 `
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSim(ctx, args[1:], stdout, stderr)
 	case "init":
 		return runInit(args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
 	case "join":
 		return runJoin(ctx, args[1:], stdout, stderr)
 	case "token":
@@ -321,29 +324,38 @@ func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(*url, "/")+"/api/cluster/tokens", nil)
+	tok, exp, err := createToken(ctx, *url)
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(stdout, "%s\n", tok)
+	fmt.Fprintf(stderr, "One-time join token, valid until %s. On the new office: pulsegate join <token>\n", exp.Local().Format(time.RFC1123))
+	return nil
+}
+
+// createToken asks the running box at baseURL for a join token.
+func createToken(ctx context.Context, baseURL string) (string, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(baseURL, "/")+"/api/cluster/tokens", nil)
+	if err != nil {
+		return "", time.Time{}, err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("ask the box at %s: %w (is pulsegate run running?)", *url, err)
+		return "", time.Time{}, fmt.Errorf("ask the box at %s: %w (is pulsegate run running?)", baseURL, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("create token: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return "", time.Time{}, fmt.Errorf("create token: %s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	var out struct {
 		Token   string    `json:"token"`
 		Expires time.Time `json:"expires"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
-		return fmt.Errorf("create token: bad answer: %w", err)
+		return "", time.Time{}, fmt.Errorf("create token: bad answer: %w", err)
 	}
-	fmt.Fprintf(stdout, "%s\n", out.Token)
-	fmt.Fprintf(stderr, "One-time join token, valid until %s. On the new office: pulsegate join <token>\n", out.Expires.Local().Format(time.RFC1123))
-	return nil
+	return out.Token, out.Expires, nil
 }
