@@ -70,9 +70,13 @@ func newTestClusters(tb testing.TB, n int, faults *Faults) []*Cluster {
 		cancel()
 		cs = append(cs, openTestCluster(tb, dir, "office"+string(rune('0'+i)), faults))
 	}
-	waitUntil(tb, 30*time.Second, "every office to be a voter", func() bool {
+	voters := min(n, 5)
+	if voters%2 == 0 {
+		voters-- // an odd number of voters: the rest are non-voters
+	}
+	waitUntil(tb, 30*time.Second, "the voters to settle", func() bool {
 		st := cs[0].Status()
-		return st.Voters == min(n, 5) && len(st.Servers) == n
+		return st.Voters == voters && len(st.Servers) == n
 	})
 	return cs
 }
@@ -220,4 +224,146 @@ func TestJoinRefusesExpiredToken(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), ErrTokenExpired.Error()) {
 		t.Fatalf("join with an expired token: err = %v, want %q", err, ErrTokenExpired)
 	}
+}
+
+// TestVoterLossPromotesNonvoterAndLeaderLossKeepsCounting runs five offices
+// with three voters, kills the leader while the others publish, and checks
+// that a non-voter takes the dead voter's seat and nothing is lost.
+func TestVoterLossPromotesNonvoterAndLeaderLossKeepsCounting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five raft nodes: not in -short")
+	}
+	root := t.TempDir()
+	if _, err := Init(filepath.Join(root, "0"), "acme", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	open := func(i int) *Cluster {
+		c, err := Open(context.Background(), Config{
+			Dir: filepath.Join(root, string(rune('0'+i))), Name: "office" + string(rune('0'+i)), Region: "r",
+			Listen: "127.0.0.1:0", GossipListen: "127.0.0.1:0", Timing: fastTiming,
+			Reconcile:         ReconcileConfig{MaxVoters: 3, Stabilization: 500 * time.Millisecond, DeadTimeout: time.Hour},
+			ReconcileInterval: 200 * time.Millisecond, TuneGossip: membershipFastTune,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	cs := []*Cluster{open(0)}
+	waitUntil(t, 10*time.Second, "a leader", cs[0].Node().IsLeader)
+	for i := 1; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		tok, _, err := cs[0].CreateToken(ctx)
+		if err == nil {
+			_, err = Join(ctx, filepath.Join(root, string(rune('0'+i))), tok.String(), time.Now())
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("pair office %d: %v", i, err)
+		}
+		cs = append(cs, open(i))
+	}
+	waitUntil(t, 30*time.Second, "3 voters among 5 servers", func() bool {
+		st := cs[0].Status()
+		return st.Voters == 3 && len(st.Servers) == 5
+	})
+
+	var leader *Cluster
+	for _, c := range cs {
+		if c.Node().IsLeader() {
+			leader = c
+		}
+	}
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	var rest []*Cluster
+	for _, c := range cs {
+		if c != leader {
+			rest = append(rest, c)
+		}
+	}
+	want := map[string]uint64{}
+	var version uint64
+	publishAll := func() {
+		t.Helper()
+		version++
+		for _, c := range rest {
+			want[c.SiteID()] = version * 7
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			err := c.Publish(ctx, version, []DayCounts{{Day: "2026-03-02", Total: version * 7}})
+			cancel()
+			if err != nil {
+				t.Fatalf("publish %d from %s: %v", version, c.cfg.Name, err)
+			}
+		}
+	}
+	publishAll()
+	leader.Close() // the leader dies mid-stream
+	for range 3 {
+		publishAll() // followers keep publishing through the election
+	}
+	waitUntil(t, 30*time.Second, "a non-voter to take the dead leader's seat", func() bool {
+		for _, c := range rest {
+			if !c.Node().IsLeader() {
+				continue
+			}
+			st := c.Status()
+			healthy := 0
+			for _, s := range st.Servers {
+				if s.Voter && s.ID != leader.SiteID() {
+					healthy++
+				}
+			}
+			return healthy == 3
+		}
+		return false
+	})
+	for id, v := range totalsOf(leader) { // what the dead leader had published
+		if _, ok := want[id]; !ok {
+			want[id] = v
+		}
+	}
+	waitUntil(t, 20*time.Second, "the survivors to converge", func() bool { return sameTotals(rest, want) })
+}
+
+func TestFollowerMayOnlyPublishItsOwnCounts(t *testing.T) {
+	cs := newTestClusters(t, 2, nil)
+	leader, follower := cs[0], cs[1]
+	if !leader.Node().IsLeader() {
+		leader, follower = follower, leader
+	}
+	body, _ := EncodeCommand(Command{Type: CmdCounts, Counts: &CountsUpdate{Site: leader.SiteID(), Version: 99, Days: []DayCounts{{Day: "2026-03-02", Total: 1000}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, id := follower.Node().Raft().LeaderWithID()
+	_, err := follower.mux.Call(ctx, string(addr), follower.clientTLS(string(id)), rpcApply, body)
+	var re *RemoteError
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, ErrNotOwner.Error()) {
+		t.Fatalf("forging another office's counts: err = %v, want %v", err, ErrNotOwner)
+	}
+}
+
+func TestRestartNeverBootstrapsAgain(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "0")
+	if _, err := Init(dir, "acme", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c := openTestCluster(t, dir, "a", nil)
+	waitUntil(t, 10*time.Second, "a leader", c.Node().IsLeader)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Publish(ctx, 1, []DayCounts{{Day: "2026-03-02", Total: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	idx := c.Node().Raft().LastIndex()
+	c.Close()
+	c = openTestCluster(t, dir, "a", nil)
+	waitUntil(t, 10*time.Second, "a leader after restart", c.Node().IsLeader)
+	if got := c.Node().Raft().LastIndex(); got < idx {
+		t.Fatalf("after restart the log ends at %d, before it ended at %d: bootstrapped again?", got, idx)
+	}
+	waitUntil(t, 5*time.Second, "the old state", func() bool { return totalsOf(c)[c.SiteID()] == 5 })
 }
