@@ -60,10 +60,10 @@ func TestOfficeCutOffConverges(t *testing.T) {
 	}
 	o1, o2, o3 := offices[0], offices[1], offices[2]
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("PG_DUMP") != "" {
 			for _, o := range offices {
 				if o.p != nil {
-					t.Logf("---- %s log (last lines) ----\n%s", o.name, tailLines(o.p.logs.String(), 120))
+					t.Logf("---- %s log (last lines) ----\n%s", o.name, tailLines(o.p.logs.String(), 100000))
 				}
 			}
 		}
