@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
@@ -337,31 +339,37 @@ func (c *Cluster) reconcile() {
 		return
 	}
 	now := c.cfg.Now()
-	byID := map[string]*ServerInfo{}
-	var servers []ServerInfo
+	byID := map[string]ServerInfo{}
 	for _, s := range f.Configuration().Servers {
-		servers = append(servers, ServerInfo{ID: string(s.ID), Addr: string(s.Address), InRaft: true, Voter: s.Suffrage == raft.Voter})
+		byID[string(s.ID)] = ServerInfo{ID: string(s.ID), Addr: string(s.Address), InRaft: true, Voter: s.Suffrage == raft.Voter}
 	}
-	for i := range servers {
-		byID[servers[i].ID] = &servers[i]
-	}
+	var moved []ServerInfo // in raft under an address they no longer have
 	for _, m := range c.members.Members() {
-		si, ok := byID[m.SiteID]
-		if !ok {
-			servers = append(servers, ServerInfo{ID: m.SiteID, Addr: m.RaftAddr})
-			si = &servers[len(servers)-1]
-			byID = nil // pointers into servers may have moved
+		si, inRaft := byID[m.SiteID]
+		if !inRaft {
+			si = ServerInfo{ID: m.SiteID, Addr: m.RaftAddr}
 		}
 		si.Region, si.Alive, si.Since = m.Region, m.Alive, m.Since
-		if si.Addr == "" {
-			si.Addr = m.RaftAddr
+		if inRaft && m.Alive && m.RaftAddr != "" && m.RaftAddr != si.Addr {
+			si.Addr = m.RaftAddr // a new DHCP lease: raft must dial the new address
+			moved = append(moved, si)
 		}
-		if byID == nil {
-			byID = map[string]*ServerInfo{}
-			for i := range servers {
-				byID[servers[i].ID] = &servers[i]
-			}
+		byID[m.SiteID] = si
+	}
+	servers := slices.SortedFunc(maps.Values(byID), func(a, b ServerInfo) int { return cmp.Compare(a.ID, b.ID) })
+	for _, m := range moved {
+		id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.Addr)
+		var err error
+		if m.Voter {
+			err = c.raft.Raft().AddVoter(id, addr, 0, 10*time.Second).Error()
+		} else {
+			err = c.raft.Raft().AddNonvoter(id, addr, 0, 10*time.Second).Error()
 		}
+		if err != nil {
+			c.log.Warn("update an office's address", "site", m.ID, "addr", m.Addr, "err", err)
+			return
+		}
+		c.log.Info("an office moved", "site", m.ID, "addr", m.Addr)
 	}
 	c.mu.Lock()
 	for i := range servers {

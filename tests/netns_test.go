@@ -134,7 +134,7 @@ func TestOfficeCutOffConverges(t *testing.T) {
 	// Phase 2: office 3's cable is pulled at the switch.
 	net3.setLink(t, 3, false)
 	logf("office 3 cut off (switch port %s down)", net3.port(3))
-	press(40, 100*time.Millisecond)
+	press(250, 100*time.Millisecond)
 	waitAllAcked(t, offices) // office 3's presses too: it counts on its own
 	during := ackedByOffice(offices)
 	logf("pressed 40 more per board while cut off; acknowledged %v", during)
