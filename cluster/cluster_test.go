@@ -337,6 +337,10 @@ func TestFollowerMayOnlyPublishItsOwnCounts(t *testing.T) {
 	body, _ := EncodeCommand(Command{Type: CmdCounts, Counts: &CountsUpdate{Site: leader.SiteID(), Version: 99, Days: []DayCounts{{Day: "2026-03-02", Total: 1000}}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	waitUntil(t, 10*time.Second, "the follower to know the leader", func() bool {
+		addr, _ := follower.Node().Raft().LeaderWithID()
+		return addr != ""
+	})
 	addr, id := follower.Node().Raft().LeaderWithID()
 	_, err := follower.mux.Call(ctx, string(addr), follower.clientTLS(string(id)), rpcApply, body)
 	var re *RemoteError

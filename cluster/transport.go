@@ -148,6 +148,10 @@ type Mux struct {
 
 	// wg counts Serve and the goroutines it starts.
 	wg sync.WaitGroup
+
+	// sent and received count the bytes of every TCP connection the Mux
+	// dialled or accepted (see BytesSent).
+	sent, received atomic.Uint64
 }
 
 // NewMux returns a Mux; it starts nothing until Serve.
@@ -233,6 +237,7 @@ func (m *Mux) Serve() error {
 			continue
 		}
 		backoff = 0
+		raw = m.counted(raw)
 		if !m.track(raw) {
 			_ = raw.Close()
 			return nil
@@ -308,6 +313,37 @@ func (m *Mux) Close() error {
 	}
 	m.wg.Wait()
 	return err
+}
+
+// BytesSent is the number of bytes the Mux has written to its peers since
+// NewMux, over every connection it dialled or accepted: raft, RPCs, and
+// connections refused after their handshake. It counts TCP payload, so TLS
+// handshakes and record overhead are included and TCP/IP headers are not.
+func (m *Mux) BytesSent() uint64 { return m.sent.Load() }
+
+// BytesReceived is BytesSent's counterpart for bytes read from peers.
+func (m *Mux) BytesReceived() uint64 { return m.received.Load() }
+
+// counted wraps a raw TCP connection so its bytes count toward BytesSent
+// and BytesReceived.
+func (m *Mux) counted(raw net.Conn) net.Conn { return &countedConn{Conn: raw, m: m} }
+
+// countedConn is a raw connection whose reads and writes the Mux counts.
+type countedConn struct {
+	net.Conn
+	m *Mux
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.m.received.Add(uint64(n))
+	return n, err
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.m.sent.Add(uint64(n))
+	return n, err
 }
 
 // track registers a new raw connection, unless the Mux is closed.
@@ -430,6 +466,7 @@ func (m *Mux) dial(ctx context.Context, addr string, conf *tls.Config, proto byt
 	if err != nil {
 		return nil, err
 	}
+	raw = m.counted(raw)
 	if !m.track(raw) {
 		_ = raw.Close()
 		return nil, ErrMuxClosed

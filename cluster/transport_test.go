@@ -324,6 +324,45 @@ func TestRPCBodyTooLarge(t *testing.T) {
 	}
 }
 
+// TestMuxCountsBytes checks BytesSent and BytesReceived against an RPC of a
+// known size: at least the payload, at most the payload plus the TLS
+// handshake and record overhead, on both ends.
+func TestMuxCountsBytes(t *testing.T) {
+	muxLeakCheck(t)
+	pki := newMuxPKI(t)
+	a := newMuxNode(t, pki, muxSite(1), nil, nil)
+	b := newMuxNode(t, pki, muxSite(2), nil, muxEcho)
+	if a.mux.BytesSent() != 0 || b.mux.BytesReceived() != 0 {
+		t.Fatalf("before any connection: sent %d, received %d, want 0", a.mux.BytesSent(), b.mux.BytesReceived())
+	}
+	body := bytes.Repeat([]byte{'x'}, 64<<10)
+	resp, err := a.mux.Call(context.Background(), b.addr, a.dialTLS(b.site), "ping", body)
+	if err != nil {
+		t.Fatalf("Call: %v", err)
+	}
+	// Handshake with certificates, preamble, framing, TLS records: a few KiB.
+	const overhead = 16 << 10
+	for _, c := range []struct {
+		name    string
+		got     uint64
+		payload int
+	}{
+		{"a.BytesSent", a.mux.BytesSent(), len(body)},
+		{"b.BytesReceived", b.mux.BytesReceived(), len(body)},
+		{"b.BytesSent", b.mux.BytesSent(), len(resp)},
+		{"a.BytesReceived", a.mux.BytesReceived(), len(resp)},
+	} {
+		if c.got < uint64(c.payload) || c.got > uint64(c.payload+overhead) {
+			t.Errorf("%s = %d after an RPC carrying %d bytes, want %d to %d", c.name, c.got, c.payload, c.payload, c.payload+overhead)
+		}
+	}
+	// The request has arrived in full before the response is sent, and the
+	// client finished writing before Call returned.
+	if got, sent := b.mux.BytesReceived(), a.mux.BytesSent(); got > sent {
+		t.Errorf("b received %d bytes, more than the %d a sent", got, sent)
+	}
+}
+
 func TestRPCClientWithoutCertificate(t *testing.T) {
 	muxLeakCheck(t)
 	pki := newMuxPKI(t)
