@@ -32,12 +32,17 @@ bench:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) generate ./sync/wire/ && git diff --exit-code -- sync/wire || { echo "generated code is stale: run go generate ./... and commit"; exit 1; }
 
 # A short run of every fuzz target (go test runs their seed corpora always).
 fuzz:
 	$(GO) test ./drivers -run='^$$' -fuzz=FuzzDecode -fuzztime=30s
 	$(GO) test ./drivers -run='^$$' -fuzz=FuzzParseBody -fuzztime=30s
 	$(GO) test ./gateway/store -run='^$$' -fuzz=FuzzDecodeBoard -fuzztime=30s
+	$(GO) test ./cluster -run='^$$' -fuzz=FuzzRestore -fuzztime=30s
+	$(GO) test ./cluster -run='^$$' -fuzz=FuzzParseToken -fuzztime=30s
+	$(GO) test ./sync/wire -run='^$$' -fuzz=FuzzDecode -fuzztime=30s
+	$(GO) test ./gateway -run='^$$' -fuzz=FuzzLoadConfig -fuzztime=30s
 
 clean:
 	rm -rf bin
