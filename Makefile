@@ -26,8 +26,11 @@ test:
 # The press-to-ack benchmark is paced at 100 presses/s, so it runs a fixed
 # number of presses; every other benchmark runs for the default time.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./drivers/... ./gateway/intake/ ./gateway/store/
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./drivers/... ./gateway/intake/ ./gateway/store/ ./sync/...
 	$(GO) test -run='^$$' -bench=PressToAck -benchtime=2000x -count=1 -timeout 5m ./gateway/
+	$(GO) test -run='^$$' -bench=ApplyUpdates -benchtime=5s -count=1 -timeout 5m ./cluster/
+	$(GO) test -run='^$$' -bench=PressVisibleEverywhere -benchtime=100x -count=1 -timeout 5m ./cluster/
+	$(GO) test -run='^$$' -bench=IdleOffice -benchtime=1x -count=1 -timeout 5m ./cluster/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
