@@ -295,9 +295,10 @@ func (n *Node) Close() error {
 // is chatty at Info about things an office does not need to read.
 func hclogAdapter(l *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{l},
+		Name:        "raft",
+		Level:       hclog.Warn,
+		Output:      slogWriter{l},
+		DisableTime: true, // slog stamps the line
 	})
 }
 
