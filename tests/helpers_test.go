@@ -83,7 +83,13 @@ var urlRE = regexp.MustCompile(`Open (http://\S+)`)
 // startPulsegate runs `pulsegate run args...` and waits for it to print its URL.
 func startPulsegate(tb testing.TB, args ...string) *proc {
 	tb.Helper()
-	cmd := exec.Command(pulsegateBin(tb), append([]string{"run"}, args...)...)
+	return startProc(tb, exec.Command(pulsegateBin(tb), append([]string{"run"}, args...)...))
+}
+
+// startProc starts cmd (a `pulsegate run`, possibly behind `ip netns exec`)
+// and waits for it to print the URL it serves.
+func startProc(tb testing.TB, cmd *exec.Cmd) *proc {
+	tb.Helper()
 	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.logs
 	stdout, err := cmd.StdoutPipe()
@@ -110,13 +116,13 @@ func startPulsegate(tb testing.TB, args ...string) *proc {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	tb.Cleanup(func() { p.kill() })
+	tb.Cleanup(p.kill)
 	select {
 	case p.url = <-urlc:
 	case <-p.done:
-		tb.Fatalf("pulsegate exited before serving: %v\n%s", p.err, p.logs)
+		tb.Fatalf("%s exited before serving: %v\n%s", cmd, p.err, p.logs)
 	case <-time.After(30 * time.Second):
-		tb.Fatalf("pulsegate printed no URL within 30s\n%s", p.logs)
+		tb.Fatalf("%s printed no URL within 30s\n%s", cmd, p.logs)
 	}
 	return p
 }

@@ -3,7 +3,6 @@
 package tests
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -368,47 +367,6 @@ func createToken(tb testing.TB, bin, ns string) string {
 		tb.Fatalf("pulsegate token create printed %q, want one token", out)
 	}
 	return tok
-}
-
-// startProc starts cmd (a `pulsegate run`, possibly behind `ip netns exec`)
-// as startPulsegate does, and waits for it to serve.
-func startProc(tb testing.TB, cmd *exec.Cmd) *proc {
-	tb.Helper()
-	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := urlRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case urlc <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(p.kill)
-	select {
-	case p.url = <-urlc:
-	case <-p.done:
-		tb.Fatalf("%s exited before serving: %v\n%s", cmd, p.err, p.logs)
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("%s printed no URL within 30s\n%s", cmd, p.logs)
-	}
-	return p
 }
 
 // dialInNetns returns a dialer whose sockets live in the network namespace
