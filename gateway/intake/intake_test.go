@@ -202,7 +202,10 @@ func TestCloseTwiceAndSubmitAfterClose(t *testing.T) {
 	if err := in.Close(); err != nil {
 		t.Fatal(err)
 	}
-	in.SubmitPress(drivers.Press{Board: "b1", Boot: 1, Seq: 1, Colour: drivers.Red, Received: time.Now()}, func(uint32) {
-		t.Error("ack after close")
-	})
+	// With the committer gone, a press must not queue: nothing would ever
+	// book or acknowledge it, and the board must keep it.
+	in.SubmitPress(drivers.Press{Board: "b1", Boot: 1, Seq: 1, Colour: drivers.Red, Received: time.Now()}, func(uint32) {})
+	if n := len(in.reqs); n != 0 {
+		t.Fatalf("%d presses queued after Close, want 0", n)
+	}
 }

@@ -220,8 +220,10 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			log.Error("simulated presses stopped", "err", err)
 		}
 	}()
-	unplug := ticker(*unplugEvery)
-	reboot := ticker(*rebootEvery)
+	unplug, stopUnplug := ticker(*unplugEvery)
+	defer stopUnplug()
+	reboot, stopReboot := ticker(*rebootEvery)
+	defer stopReboot()
 	status := time.NewTicker(10 * time.Second)
 	defer status.Stop()
 	for {
@@ -255,12 +257,14 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 }
 
-// ticker returns a channel that ticks every d, or never for d ≤ 0.
-func ticker(d time.Duration) <-chan time.Time {
+// ticker returns a channel that ticks every d, or never for d ≤ 0, and
+// its stop function.
+func ticker(d time.Duration) (<-chan time.Time, func()) {
 	if d <= 0 {
-		return nil
+		return nil, func() {}
 	}
-	return time.NewTicker(d).C
+	t := time.NewTicker(d)
+	return t.C, t.Stop
 }
 
 // dataDirFlag reads --data-dir as run does.
