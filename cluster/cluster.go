@@ -503,6 +503,24 @@ func (c *Cluster) Sites() []SiteCounts {
 	return out
 }
 
+// IsLeader reports whether this office leads the cluster now.
+func (c *Cluster) IsLeader() bool { return c.raft.IsLeader() }
+
+// Read runs fn over the local replica of the state (a stale read), locked
+// for reading. fn must not keep the state.
+func (c *Cluster) Read(fn func(*State)) { c.raft.FSM().Read(fn) }
+
+// Apply replicates a command, forwarding it to the leader when this office
+// does not lead (see Node.Apply).
+func (c *Cluster) Apply(ctx context.Context, cmd Command) error { return c.raft.Apply(ctx, cmd) }
+
+// Enrol records the cluster's credential for the central index, so that
+// whichever office leads can upload.
+func (c *Cluster) Enrol(ctx context.Context, e IndexEnrolment) error {
+	e.At = c.cfg.Now().Unix()
+	return c.raft.Apply(ctx, Command{Type: CmdIndex, Index: &e})
+}
+
 // Status is what the page and /metrics show about the cluster.
 type Status struct {
 	SiteID       string

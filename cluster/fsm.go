@@ -19,6 +19,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/pulsegate/pulsegate/sync/anon"
 )
 
 // CommandType says what a replicated command does.
@@ -30,16 +32,22 @@ const (
 	CmdSite                            // an office publishes its name, region, zone
 	CmdAddToken                        // a join token is created
 	CmdUseToken                        // a join token is spent by a new office
+	CmdRelease                         // the leader releases a closed period's noisy counts
+	CmdUploaded                        // the index acknowledged releases
+	CmdIndex                           // the cluster enrolled with the central index
 )
 
 // Command is one raft log entry. The time of an event travels inside it
 // (At, in Unix seconds): Apply never reads the clock.
 type Command struct {
-	Type     CommandType   `json:"t"`
-	Counts   *CountsUpdate `json:"c,omitempty"`
-	Site     *SiteInfo     `json:"s,omitempty"`
-	Token    *TokenRecord  `json:"k,omitempty"`
-	UseToken *UseToken     `json:"u,omitempty"`
+	Type     CommandType     `json:"t"`
+	Counts   *CountsUpdate   `json:"c,omitempty"`
+	Site     *SiteInfo       `json:"s,omitempty"`
+	Token    *TokenRecord    `json:"k,omitempty"`
+	UseToken *UseToken       `json:"u,omitempty"`
+	Release  *ReleaseCmd     `json:"rel,omitempty"`
+	Uploaded []ReleaseRef    `json:"up,omitempty"`
+	Index    *IndexEnrolment `json:"idx,omitempty"`
 }
 
 // CountsUpdate is an office's cumulative counts for some days, stamped with
@@ -126,11 +134,15 @@ type State struct {
 	lastUpdate map[string]int64 // per site, the latest At
 	sites      map[string]SiteInfo
 	tokens     map[string]TokenRecord
+	releases   map[releaseKey]ReleaseRecord
+	ledger     anon.Ledger
+	index      *IndexEnrolment
 }
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{days: map[dayKey]dayVal{}, lastUpdate: map[string]int64{}, sites: map[string]SiteInfo{}, tokens: map[string]TokenRecord{}}
+	return &State{days: map[dayKey]dayVal{}, lastUpdate: map[string]int64{}, sites: map[string]SiteInfo{},
+		tokens: map[string]TokenRecord{}, releases: map[releaseKey]ReleaseRecord{}}
 }
 
 // Apply applies one command.
@@ -175,6 +187,12 @@ func (s *State) Apply(c Command) error {
 		return nil
 	case CmdUseToken:
 		return s.useToken(c.UseToken)
+	case CmdRelease:
+		return s.applyRelease(c.Release)
+	case CmdUploaded:
+		return s.applyUploaded(c.Uploaded)
+	case CmdIndex:
+		return s.applyIndex(c.Index)
 	}
 	return fmt.Errorf("%w: unknown type %d", ErrBadCommand, c.Type)
 }
@@ -276,6 +294,9 @@ type snapshot struct {
 	LastUpdate map[string]int64       `json:"last_update"`
 	Sites      map[string]SiteInfo    `json:"sites"`
 	Tokens     map[string]TokenRecord `json:"tokens"`
+	Releases   []ReleaseRecord        `json:"releases,omitempty"`
+	Ledger     *anon.Ledger           `json:"ledger,omitempty"`
+	Index      *IndexEnrolment        `json:"index,omitempty"`
 }
 
 type snapDay struct {
@@ -285,7 +306,8 @@ type snapDay struct {
 }
 
 func (s *State) marshal() ([]byte, error) {
-	snap := snapshot{Sites: s.sites, Tokens: s.tokens, LastUpdate: s.lastUpdate}
+	snap := snapshot{Sites: s.sites, Tokens: s.tokens, LastUpdate: s.lastUpdate,
+		Releases: s.Releases(), Ledger: &s.ledger, Index: s.index}
 	for k, v := range s.days {
 		snap.Days = append(snap.Days, snapDay{k.Site, v.DayCounts, v.Version})
 	}
@@ -316,6 +338,26 @@ func unmarshalState(b []byte) (*State, error) {
 	if snap.Tokens != nil {
 		s.tokens = snap.Tokens
 	}
+	if snap.Ledger != nil {
+		s.ledger = *snap.Ledger // UnmarshalJSON replayed and checked every charge
+	}
+	charged := map[uint64]anon.Entry{}
+	for _, e := range s.ledger.Entries() {
+		charged[e.Seq] = e
+	}
+	for _, r := range snap.Releases {
+		// A release must be the one its charge paid for: a snapshot that
+		// breaks the tie could hand out budget twice.
+		if e, ok := charged[r.Version]; !ok || e.Site != r.Site || e.Period != r.Period {
+			return nil, fmt.Errorf("decode snapshot: release %s %s has no charge of version %d", r.Site, r.Period, r.Version)
+		}
+		k := releaseKey{r.Site, r.Period}
+		if _, dup := s.releases[k]; dup {
+			return nil, fmt.Errorf("decode snapshot: release %s %s twice", r.Site, r.Period)
+		}
+		s.releases[k] = r
+	}
+	s.index = snap.Index
 	return s, nil
 }
 

@@ -251,8 +251,10 @@ func (n *Node) HandleApply(ctx context.Context, peer RPCPeer, body []byte) ([]by
 		if c.Site == nil || c.Site.ID != peer.SiteID {
 			return nil, ErrNotOwner
 		}
-	case CmdAddToken, CmdUseToken:
-		// Any paired office may create a token or relay a join.
+	case CmdAddToken, CmdUseToken, CmdIndex:
+		// Any paired office may create a token, relay a join or enrol the
+		// cluster with the index. Releases and upload marks are the
+		// leader's own: they are never accepted from a peer.
 	default:
 		return nil, fmt.Errorf("%w: type %d", ErrBadCommand, c.Type)
 	}

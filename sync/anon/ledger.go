@@ -54,6 +54,19 @@ func (l *Ledger) Charge(site string, year int, eps, cap Epsilon) error {
 	return err
 }
 
+// ChargeRelease is Charge for one release of period, and returns the
+// charge's sequence number, which versions the release. Keep the ledger in
+// the same replicated state as the release it pays for.
+func (l *Ledger) ChargeRelease(site string, year int, period string, eps, cap Epsilon) (uint64, error) {
+	return l.charge(site, year, period, eps, cap)
+}
+
+// Fits reports whether charging eps to site for year would stay within cap.
+func (l *Ledger) Fits(site string, year int, eps, cap Epsilon) bool {
+	sum, ok := epsilonOf(new(big.Rat).Add(l.Spent(site, year).rat(), eps.rat()))
+	return ok && sum.Cmp(cap) <= 0
+}
+
 func (l *Ledger) charge(site string, year int, period string, eps, cap Epsilon) (uint64, error) {
 	switch {
 	case site == "":
