@@ -46,6 +46,9 @@ fuzz:
 	$(GO) test ./cluster -run='^$$' -fuzz=FuzzParseToken -fuzztime=30s
 	$(GO) test ./sync/wire -run='^$$' -fuzz=FuzzDecode -fuzztime=30s
 	$(GO) test ./gateway -run='^$$' -fuzz=FuzzLoadConfig -fuzztime=30s
+	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzParseEnrolToken -fuzztime=30s
+	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzParseHQKey -fuzztime=30s
+	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzBatchesHandler -fuzztime=30s
 
 clean:
 	rm -rf bin

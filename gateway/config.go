@@ -6,11 +6,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/pulsegate/pulsegate/gateway/intake"
+	"github.com/pulsegate/pulsegate/sync/anon"
 )
 
 // Duration is a time.Duration that TOML reads from strings such as "15s".
@@ -46,6 +48,28 @@ type Config struct {
 	Limits  LimitsConfig  `toml:"limits"`
 	Sim     SimConfig     `toml:"sim"`
 	Cluster ClusterConfig `toml:"cluster"`
+	Release ReleaseConfig `toml:"release"`
+}
+
+// ReleaseConfig says what leaves the cluster for the central index, and how
+// often. The leader applies its own settings to every office's releases;
+// keep them the same on every box. Every value may only be made stricter
+// than its default, except the period, which may be a week.
+type ReleaseConfig struct {
+	// Period is "month" (default) or "week" (ISO weeks). Never finer.
+	Period string `toml:"period"`
+	// K: a bucket whose noisy total is below K is released as suppressed.
+	K uint64 `toml:"k"`
+	// Epsilon is the privacy budget one release spends, a decimal ("1.0").
+	Epsilon string `toml:"epsilon"`
+	// Sensitivity is the most presses one person can add to a bucket; 0 is
+	// one per working day of the period.
+	Sensitivity uint64 `toml:"sensitivity"`
+	// YearCap bounds the ε an office spends per calendar year; releasing
+	// stops (fails closed) when the next release would pass it.
+	YearCap string `toml:"year_cap"`
+	// Interval between release and upload rounds on the leader.
+	Interval Duration `toml:"interval"`
 }
 
 // ClusterConfig says how this office talks to the customer's other offices.
@@ -140,6 +164,7 @@ func DefaultConfig() Config {
 			LeaderLeaseTimeout: Duration{2500 * time.Millisecond},
 			CommitTimeout:      Duration{100 * time.Millisecond},
 		},
+		Release: ReleaseConfig{Period: "month", K: anon.MinK, Epsilon: "1", YearCap: "12", Interval: Duration{30 * time.Second}},
 	}
 }
 
@@ -208,6 +233,15 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port: %w", a.key, a.v, err))
 		}
 	}
+	if !regionRE.MatchString(c.Site.Region) {
+		errs = append(errs, fmt.Errorf("site.region %q: want 1 to 64 letters, digits, '.', '_' or '-'", c.Site.Region))
+	}
+	if _, _, err := c.ReleaseRules(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Release.Interval.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("release.interval %s: must be at least 1s", c.Release.Interval))
+	}
 	switch c.Sim.Mode {
 	case "auto", "on", "off":
 	default:
@@ -220,6 +254,43 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("sim.green_share %g: want a share in [0, 1]", c.Sim.GreenShare))
 	}
 	return errors.Join(errs...)
+}
+
+var regionRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// ReleaseRules converts the release section; it refuses anything looser
+// than the defaults.
+func (c Config) ReleaseRules() (anon.Rules, anon.PeriodKind, error) {
+	r := c.Release
+	var kind anon.PeriodKind
+	switch r.Period {
+	case "month":
+		kind = anon.Monthly
+	case "week":
+		kind = anon.Weekly
+	default:
+		return anon.Rules{}, 0, fmt.Errorf("release.period %q: want month or week", r.Period)
+	}
+	eps, err := anon.ParseEpsilon(r.Epsilon)
+	if err != nil {
+		return anon.Rules{}, 0, fmt.Errorf("release.epsilon: %w", err)
+	}
+	capEps, err := anon.ParseEpsilon(r.YearCap)
+	if err != nil {
+		return anon.Rules{}, 0, fmt.Errorf("release.year_cap: %w", err)
+	}
+	def := anon.DefaultRules()
+	rules := anon.Rules{K: r.K, Epsilon: eps, Sensitivity: r.Sensitivity, YearCap: capEps}
+	switch {
+	case eps.Cmp(def.Epsilon) > 0:
+		return anon.Rules{}, 0, fmt.Errorf("release.epsilon %s: may not exceed %s per release", eps, def.Epsilon)
+	case capEps.Cmp(def.YearCap) > 0:
+		return anon.Rules{}, 0, fmt.Errorf("release.year_cap %s: may not exceed %s per year", capEps, def.YearCap)
+	}
+	if err := rules.Validate(); err != nil {
+		return anon.Rules{}, 0, fmt.Errorf("release: %w", err)
+	}
+	return rules, kind, nil
 }
 
 // Location loads the office's time zone.

@@ -59,6 +59,19 @@ func TestValidate(t *testing.T) {
 		{"negative sim.green_share", func(c *Config) { c.Sim.GreenShare = -0.1 }, []string{"sim.green_share"}},
 		{"sim.green_share over 1", func(c *Config) { c.Sim.GreenShare = 1.1 }, []string{"sim.green_share"}},
 		{"NaN sim.green_share", func(c *Config) { c.Sim.GreenShare = math.NaN() }, []string{"sim.green_share"}},
+		{"weekly releases at a smaller ε", func(c *Config) { c.Release.Period, c.Release.Epsilon = "week", "0.2" }, nil},
+		{"stricter release rules", func(c *Config) {
+			c.Release.K, c.Release.Sensitivity, c.Release.YearCap = 20, 40, "6"
+		}, nil},
+		{"daily releases", func(c *Config) { c.Release.Period = "day" }, []string{"release.period", `"day"`}},
+		{"ε over 1", func(c *Config) { c.Release.Epsilon = "1.5" }, []string{"release.epsilon", "may not exceed"}},
+		{"ε as a word", func(c *Config) { c.Release.Epsilon = "lots" }, []string{"release.epsilon"}},
+		{"zero ε", func(c *Config) { c.Release.Epsilon = "0" }, []string{"epsilon", "positive"}},
+		{"year cap over 12", func(c *Config) { c.Release.YearCap = "13" }, []string{"release.year_cap", "may not exceed"}},
+		{"k below 10", func(c *Config) { c.Release.K = 5 }, []string{"K 5 below the minimum 10"}},
+		{"release.interval too short", func(c *Config) { c.Release.Interval = Duration{time.Millisecond} }, []string{"release.interval"}},
+		{"region with a space", func(c *Config) { c.Site.Region = "eu west" }, []string{"site.region", `"eu west"`}},
+		{"empty region", func(c *Config) { c.Site.Region = "" }, []string{"site.region"}},
 		{"every problem at once", func(c *Config) {
 			c.DataDir, c.LogLevel, c.Site.Name, c.Serial.BaudRate, c.Sim.Mode = "", "loud", "", 0, "maybe"
 		}, []string{"data_dir", "log_level", "site.name", "serial.baud_rate", "sim.mode"}},

@@ -21,6 +21,7 @@ import (
 	"github.com/pulsegate/pulsegate/gateway/intake"
 	"github.com/pulsegate/pulsegate/gateway/store"
 	"github.com/pulsegate/pulsegate/gateway/web"
+	"github.com/pulsegate/pulsegate/sync/upload"
 )
 
 // Options are the parts of wiring that are not configuration: tests inject a
@@ -48,14 +49,15 @@ type Gateway struct {
 	log  *slog.Logger
 	loc  *time.Location
 
-	store   *store.Store
-	intake  *intake.Intake
-	boards  *drivers.Manager
-	sim     *fakeboard.Board
-	cluster *cluster.Cluster // nil until paired
-	web     *web.Server
-	ln      net.Listener
-	metrics metrics
+	store    *store.Store
+	intake   *intake.Intake
+	boards   *drivers.Manager
+	sim      *fakeboard.Board
+	cluster  *cluster.Cluster // nil until paired
+	releaser *upload.Releaser // with the cluster
+	web      *web.Server
+	ln       net.Listener
+	metrics  metrics
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -271,6 +273,10 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 	}
 	if g.cluster != nil {
 		st.Cluster = g.clusterStatus(now)
+		st.Index = g.indexStatus()
+		if st.Index.LastError != "" {
+			st.Problems = append(st.Problems, "Uploading to the index failed: "+st.Index.LastError+". Releases wait in the cluster and are retried.")
+		}
 		if !st.Cluster.LeaderKnown {
 			st.Problems = append(st.Problems, "No cluster leader is reachable: this office keeps counting and catches up when the link is back.")
 		}

@@ -4,7 +4,12 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+
+	"github.com/pulsegate/pulsegate/sync/anon"
+	"github.com/pulsegate/pulsegate/sync/upload"
 )
+
+type releaseStatus = upload.Status
 
 // metric is one Prometheus sample read when /metrics is scraped. None is per
 // colour, and none may ever be: a per-colour counter that moves while a
@@ -24,6 +29,7 @@ type labelled struct {
 type sample struct {
 	label, value string // the label's name and value
 	v            float64
+	year         int // when set, a second label year="…"
 }
 
 // metrics is everything /metrics shows.
@@ -38,7 +44,11 @@ func (m metrics) WritePrometheus(w io.Writer) {
 	for _, l := range m.labelled {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", l.name, l.help, l.name, l.kind)
 		for _, s := range l.samples() {
-			fmt.Fprintf(w, "%s{%s=%q} %s\n", l.name, s.label, s.value, strconv.FormatFloat(s.v, 'g', -1, 64))
+			year := ""
+			if s.year != 0 {
+				year = fmt.Sprintf(",year=\"%d\"", s.year)
+			}
+			fmt.Fprintf(w, "%s{%s=%q%s} %s\n", l.name, s.label, s.value, year, strconv.FormatFloat(s.v, 'g', -1, 64))
 		}
 	}
 }
@@ -103,6 +113,8 @@ func (g *Gateway) newMetrics() metrics {
 	if g.cluster != nil {
 		m.plain = append(m.plain, g.clusterMetrics()...)
 		m.labelled = g.clusterLabelled()
+		m.plain = append(m.plain, g.releaseMetrics()...)
+		m.labelled = append(m.labelled, g.ledgerLabelled()...)
 	}
 	return m
 }
@@ -150,16 +162,69 @@ func (g *Gateway) clusterLabelled() []labelled {
 				if r == role {
 					v = 1
 				}
-				out = append(out, sample{"role", r, v})
+				out = append(out, sample{label: "role", value: r, v: v})
 			}
 			return out
 		}},
 		{"pulsegate_replicated_presses_total", "Presses per office in the replicated state, all colours together.", "counter", func() []sample {
 			var out []sample
 			for _, sc := range g.cluster.Sites() {
-				out = append(out, sample{"site", sc.Info.ID, float64(sc.Total())})
+				out = append(out, sample{label: "site", value: sc.Info.ID, v: float64(sc.Total())})
 			}
 			return out
 		}},
+	}
+}
+
+// releaseMetrics describe what left, or waits to leave, for the index:
+// numbers of releases, never counts.
+func (g *Gateway) releaseMetrics() metricSet {
+	st := func(f func(s releaseStatus) float64) func() float64 {
+		return func() float64 { return f(g.releaser.Status()) }
+	}
+	return metricSet{
+		{"pulsegate_index_enrolled", "1 when the cluster is enrolled with the central index.", "gauge",
+			st(func(s releaseStatus) float64 {
+				if s.Enrolled {
+					return 1
+				}
+				return 0
+			})},
+		{"pulsegate_releases", "Closed periods released, all offices.", "gauge",
+			st(func(s releaseStatus) float64 { return float64(s.Released) })},
+		{"pulsegate_releases_suppressed", "Released periods that were suppressed (below k).", "gauge",
+			st(func(s releaseStatus) float64 { return float64(s.Suppressed) })},
+		{"pulsegate_releases_pending_upload", "Releases the index has not acknowledged yet.", "gauge",
+			st(func(s releaseStatus) float64 { return float64(s.Pending) })},
+		{"pulsegate_releases_budget_exhausted", "Due periods held back because the year's privacy budget is spent.", "gauge",
+			st(func(s releaseStatus) float64 { return float64(s.BudgetExhausted) })},
+		{"pulsegate_index_uploads_total", "Successful uploads to the index by this office since start.", "counter",
+			st(func(s releaseStatus) float64 { return float64(s.Uploads) })},
+		{"pulsegate_index_last_upload_timestamp_seconds", "Time of this office's last successful upload (0: none).", "gauge",
+			st(func(s releaseStatus) float64 {
+				if s.LastUpload.IsZero() {
+					return 0
+				}
+				return float64(s.LastUpload.Unix())
+			})},
+	}
+}
+
+// ledgerLabelled is the privacy-loss ledger per office and calendar year.
+func (g *Gateway) ledgerLabelled() []labelled {
+	rows := func(f func(t anon.Total) float64) func() []sample {
+		return func() []sample {
+			var out []sample
+			for _, t := range g.releaser.Status().Ledger {
+				out = append(out, sample{label: "site", value: t.Site, year: t.Year, v: f(t)})
+			}
+			return out
+		}
+	}
+	return []labelled{
+		{"pulsegate_privacy_releases", "Releases charged to an office's privacy budget in a year.", "gauge",
+			rows(func(t anon.Total) float64 { return float64(t.Releases) })},
+		{"pulsegate_privacy_epsilon_spent", "Privacy loss (ε) an office has spent in a year.", "gauge",
+			rows(func(t anon.Total) float64 { return float64(t.Spent.Num) / float64(t.Spent.Den) })},
 	}
 }

@@ -3,11 +3,15 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pulsegate/pulsegate/cluster"
 	"github.com/pulsegate/pulsegate/gateway/store"
 	"github.com/pulsegate/pulsegate/gateway/web"
+	"github.com/pulsegate/pulsegate/sync/index"
+	"github.com/pulsegate/pulsegate/sync/upload"
 )
 
 // openCluster joins the customer's cluster if this box is paired. An
@@ -41,12 +45,76 @@ func (g *Gateway) openCluster(ctx context.Context) error {
 		return err
 	}
 	g.cluster = c
-	g.wg.Add(1)
+	rules, kind, err := g.cfg.ReleaseRules()
+	if err != nil {
+		return err // Validate already refused this
+	}
+	g.releaser, err = upload.New(upload.Config{
+		Rules: rules, Kind: kind, Interval: g.cfg.Release.Interval.Duration,
+		Now: g.opts.Now, Logger: g.log,
+	}, c)
+	if err != nil {
+		return err
+	}
+	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
 		g.publishLoop(ctx)
 	}()
+	go func() {
+		defer g.wg.Done()
+		g.releaser.Run(ctx)
+	}()
 	return nil
+}
+
+// EnrolIndex enrols the cluster with the central index using the token HQ
+// gave: this box makes a key, the index signs a certificate for it bound to
+// the customer, and the credential is replicated so that whichever office
+// leads can upload. The index's key is pinned from the token.
+func (g *Gateway) EnrolIndex(ctx context.Context, token string) (string, error) {
+	if g.cluster == nil {
+		return "", errors.New("this box is not paired: run `pulsegate init` first (a single office is a cluster of one)")
+	}
+	tok, err := index.ParseEnrolToken(strings.TrimSpace(token))
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cred, err := index.Enrol(ctx, tok, g.cfg.Site.Name)
+	if err != nil {
+		return "", err
+	}
+	err = g.cluster.Enrol(ctx, cluster.IndexEnrolment{
+		URL: cred.URL, Pin: cred.Pin, Customer: cred.Customer, CertPEM: cred.CertPEM, KeyPEM: cred.KeyPEM,
+	})
+	if err != nil {
+		return "", fmt.Errorf("store the enrolment in the cluster: %w", err)
+	}
+	return cred.Customer, nil
+}
+
+// indexStatus shows the index enrolment and the privacy-loss ledger:
+// numbers of releases and ε, never counts.
+func (g *Gateway) indexStatus() *web.IndexStatus {
+	st := g.releaser.Status()
+	names := map[string]string{}
+	for _, sc := range g.cluster.Sites() {
+		names[sc.Info.ID] = sc.Info.Name
+	}
+	is := &web.IndexStatus{
+		Enrolled: st.Enrolled, Customer: st.Customer, URL: st.URL,
+		Released: st.Released, Suppressed: st.Suppressed, Pending: st.Pending,
+		BudgetExhausted: st.BudgetExhausted, Uploads: st.Uploads, LastError: st.LastError,
+	}
+	if !st.LastUpload.IsZero() {
+		is.LastUpload = st.LastUpload.UTC().Format(time.RFC3339)
+	}
+	for _, t := range st.Ledger {
+		is.Ledger = append(is.Ledger, web.LedgerRow{Site: t.Site, Name: names[t.Site], Year: t.Year, Releases: t.Releases, Epsilon: t.Spent.String()})
+	}
+	return is
 }
 
 // publishLoop pushes this office's cumulative counts into the cluster: all

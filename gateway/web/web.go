@@ -44,6 +44,32 @@ type Status struct {
 	Healthy    bool           `json:"healthy"`
 	Problems   []string       `json:"problems,omitempty"`
 	Cluster    *ClusterStatus `json:"cluster,omitempty"` // nil while not paired
+	Index      *IndexStatus   `json:"index,omitempty"`   // nil while not paired
+}
+
+// IndexStatus is the cluster's link to the central index and its
+// privacy-loss ledger: numbers of releases and ε, never counts.
+type IndexStatus struct {
+	Enrolled        bool        `json:"enrolled"`
+	Customer        string      `json:"customer,omitempty"`
+	URL             string      `json:"url,omitempty"`
+	Released        int         `json:"released"`   // closed periods released, all offices
+	Suppressed      int         `json:"suppressed"` // of which suppressed
+	Pending         int         `json:"pending"`    // not yet acknowledged by the index
+	BudgetExhausted int         `json:"budget_exhausted"`
+	Uploads         int         `json:"uploads"` // by this office, since it started
+	LastUpload      string      `json:"last_upload,omitempty"`
+	LastError       string      `json:"last_error,omitempty"`
+	Ledger          []LedgerRow `json:"ledger"`
+}
+
+// LedgerRow is one office's privacy loss in one calendar year.
+type LedgerRow struct {
+	Site     string `json:"site_id"`
+	Name     string `json:"name"`
+	Year     int    `json:"year"`
+	Releases int    `json:"releases"`
+	Epsilon  string `json:"epsilon"`
 }
 
 // ClusterStatus is this box's view of the customer's cluster.
@@ -135,6 +161,12 @@ type Pairing interface {
 	CreateJoinToken(ctx context.Context) (token string, expires time.Time, err error)
 }
 
+// Enrolment enrols the cluster with the central index; the gateway
+// implements it.
+type Enrolment interface {
+	EnrolIndex(ctx context.Context, token string) (customer string, err error)
+}
+
 // Metrics writes Prometheus text.
 type Metrics interface {
 	WritePrometheus(w io.Writer)
@@ -185,6 +217,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("POST /api/cluster/tokens", s.handleCreateToken)
+	mux.HandleFunc("POST /api/index/enrol", s.handleEnrol)
 	return securityHeaders(http.NewCrossOriginProtection().Handler(mux))
 }
 
@@ -319,6 +352,37 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		Token   string    `json:"token"`
 		Expires time.Time `json:"expires"`
 	}{tok, exp})
+}
+
+// handleEnrol serves `pulsegate enrol`: the body is the enrolment token HQ
+// gave. Loopback only, like join tokens, until the web UI has accounts.
+func (s *Server) handleEnrol(w http.ResponseWriter, r *http.Request) {
+	if !fromLoopback(r) {
+		http.Error(w, "the index can only be enrolled from the box itself", http.StatusForbidden)
+		return
+	}
+	e, ok := s.src.(Enrolment)
+	if !ok {
+		http.Error(w, "enrolment is not available", http.StatusNotImplemented)
+		return
+	}
+	var in struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 8<<10)).Decode(&in); err != nil || in.Token == "" {
+		http.Error(w, "want a JSON body {\"token\": \"pgi1....\"}", http.StatusBadRequest)
+		return
+	}
+	customer, err := e.EnrolIndex(r.Context(), in.Token)
+	if err != nil {
+		http.Error(w, "enrol with the index: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	s.log.Info("enrolled with the index", "customer", customer)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(struct {
+		Customer string `json:"customer"`
+	}{customer})
 }
 
 func fromLoopback(r *http.Request) bool {

@@ -44,7 +44,8 @@ func (s *Store) EraseSite(ctx context.Context, customer, site string, now time.T
 }
 
 // EraseCustomer deletes everything held for the customer except its audit
-// trail and leaves a tombstone, so that its clusters' later uploads and its
+// trail (releases, ledger, erased sites, enrolment tokens, HQ keys and the
+// regional publisher's state) and leaves a tombstone, so that its clusters' later uploads and its
 // tokens are refused (ErrCustomerErased) and its id is not handed out again.
 // It returns the number of releases and ledger entries deleted. Erasing an
 // erased customer deletes nothing and is not an error.
@@ -57,7 +58,7 @@ func (s *Store) EraseCustomer(ctx context.Context, customer string, now time.Tim
 		} else if err != nil {
 			return err
 		}
-		for _, table := range []string{"releases", "ledger", "erased_sites", "enrol_tokens"} {
+		for _, table := range []string{"releases", "ledger", "erased_sites", "enrol_tokens", "hq_keys", "publisher_state"} {
 			n, err := execCount(ctx, c, `DELETE FROM `+table+` WHERE customer = ?`, customer)
 			if err != nil {
 				return fmt.Errorf("delete %s: %w", table, err)
@@ -142,7 +143,7 @@ func execCount(ctx context.Context, c conn, query string, args ...any) (int, err
 
 // The export document. Field names are part of the customer's copy of their
 // data: change them only with exportFormatVersion.
-const exportFormatVersion = 1
+const exportFormatVersion = 2 // 2 added hq_keys and publisher_state
 
 type exportCustomer struct {
 	ID              string     `json:"id"`
@@ -184,9 +185,17 @@ type exportToken struct {
 	UsedAt    *time.Time `json:"used_at,omitempty"`
 }
 
+// exportHQKey leaves out the secret's hash, as exportToken does.
+type exportHQKey struct {
+	ID        string     `json:"id"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
 // Export writes everything the index holds for the customer as one JSON
 // document: the customer, its releases, ledger, erased sites, enrolment
-// tokens (without secrets) and audit trail, read from one snapshot. Rows are
+// tokens and HQ keys (without secrets), the regional publisher's state
+// (which site sets were published, as JSON, or null) and audit trail, read from one snapshot. Rows are
 // streamed, so a large customer does not have to fit in memory.
 func (s *Store) Export(ctx context.Context, customer string, w io.Writer) error {
 	if err := s.export(ctx, customer, w); err != nil {
@@ -264,6 +273,32 @@ func (s *Store) export(ctx context.Context, customer string, w io.Writer) error 
 			}
 			return t, err
 		})
+	e.array(ctx, c, "hq_keys", `SELECT id, created_at, revoked_at FROM hq_keys
+		WHERE customer = ? ORDER BY id`, customer,
+		func(rows *sql.Rows) (any, error) {
+			var k exportHQKey
+			var created int64
+			var revoked sql.NullInt64
+			err := rows.Scan(&k.ID, &created, &revoked)
+			k.CreatedAt = fromMicros(created)
+			if revoked.Valid {
+				r := fromMicros(revoked.Int64)
+				k.RevokedAt = &r
+			}
+			return k, err
+		})
+	if e.err == nil {
+		state, err := publisherStateIn(ctx, c, customer)
+		if err != nil {
+			return err
+		}
+		e.raw(`,"publisher_state":`)
+		if state == nil || !json.Valid(state) {
+			e.raw("null")
+		} else {
+			e.raw(string(state))
+		}
+	}
 	e.array(ctx, c, "audit_log", `SELECT id, customer, at, actor, action, detail FROM audit_log
 		WHERE customer = ? ORDER BY id`, customer,
 		func(rows *sql.Rows) (any, error) { return scanAudit(rows) })

@@ -107,11 +107,32 @@ var migrations = []migration{{
 		// change the trail either.
 		`REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC`,
 	},
+}, {
+	version: 2,
+	common: []string{
+		// HQ's keys: one customer may hold several; revoked keys are kept
+		// (revoked_at set) so an id is never handed out twice.
+		`CREATE TABLE hq_keys (
+			id          {{key}} PRIMARY KEY,
+			customer    {{key}} NOT NULL REFERENCES customers (id),
+			secret_hash TEXT NOT NULL,
+			created_at  BIGINT NOT NULL,
+			revoked_at  BIGINT
+		)`,
+		`CREATE INDEX hq_keys_customer ON hq_keys (customer)`,
+		// The customer's regional.Publisher: what has been published, so that
+		// no later cell can be differenced against it (sync/regional).
+		`CREATE TABLE publisher_state (
+			customer   {{key}} PRIMARY KEY REFERENCES customers (id),
+			state      TEXT NOT NULL,
+			updated_at BIGINT NOT NULL
+		)`,
+	},
 }}
 
 // SchemaVersion is the schema version this package creates and understands:
 // the version of the last migration.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrate brings the schema up to SchemaVersion. It refuses a database
 // written by a newer version of the package.

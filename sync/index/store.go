@@ -37,6 +37,8 @@ var (
 	ErrTokenUnknown    = errors.New("unknown enrolment token")
 	ErrTokenExpired    = errors.New("enrolment token expired")
 	ErrTokenUsed       = errors.New("enrolment token already used")
+	ErrHQKeyExists     = errors.New("hq key exists")
+	ErrHQKeyUnknown    = errors.New("unknown or revoked hq key")
 	ErrBadPeriod       = errors.New("bad period")
 	ErrCorrupt         = errors.New("database file is corrupt or not a database")
 )

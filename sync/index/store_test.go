@@ -47,6 +47,10 @@ func testStore(t *testing.T, open func(t *testing.T) *Store) {
 		{"Export", testExport},
 		{"Audit", testAudit},
 		{"Concurrent", testConcurrent},
+		{"HQKeys", testHQKeys},
+		{"PublisherState", testPublisherState},
+		{"CustomersAndRetention", testCustomersAndRetention},
+		{"ExportCSV", testExportCSV},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -185,6 +189,33 @@ func dump(t *testing.T, s *Store, customer string) string {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(&b, "token %s %s %d used=%v\n", id, hash, expires, used != nil)
+	}
+	rows.Close()
+	rows, err = c.query(ctx, `SELECT id, secret_hash, created_at, revoked_at FROM hq_keys WHERE customer = ? ORDER BY id`, customer)
+	if err != nil {
+		t.Fatalf("dump hq keys: %v", err)
+	}
+	for rows.Next() {
+		var id, hash string
+		var created int64
+		var revoked *int64
+		if err := rows.Scan(&id, &hash, &created, &revoked); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "hq-key %s %s %d revoked=%v\n", id, hash, created, revoked != nil)
+	}
+	rows.Close()
+	rows, err = c.query(ctx, `SELECT state, updated_at FROM publisher_state WHERE customer = ?`, customer)
+	if err != nil {
+		t.Fatalf("dump publisher state: %v", err)
+	}
+	for rows.Next() {
+		var state string
+		var updated int64
+		if err := rows.Scan(&state, &updated); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "publisher-state %s %d\n", state, updated)
 	}
 	rows.Close()
 	entries, err := s.AuditLog(ctx, customer, 0)
@@ -672,8 +703,17 @@ func testEraseCustomer(t *testing.T, open func(t *testing.T) *Store) {
 	if err := s.AddEnrolToken(ctx, "acme", "tok", "h", t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.AddHQKey(ctx, "acme", "hqk", "hq-hash", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SavePublisherState(ctx, "acme", []byte(`{"format":1}`), t0); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.EraseSite(ctx, "acme", site3, t0); err != nil {
 		t.Fatal(err)
+	}
+	if got := dump(t, s, "acme"); !strings.Contains(got, "hq-key hqk") || !strings.Contains(got, "publisher-state") {
+		t.Fatalf("before erasure the dump lacks the key or the state:\n%s", got)
 	}
 	if err := s.Audit(ctx, "acme", "hq:carol", "erase-request", "ticket 42", t0); err != nil {
 		t.Fatal(err)
@@ -690,6 +730,12 @@ func testEraseCustomer(t *testing.T, open func(t *testing.T) *Store) {
 	}
 	if _, err := s.UseEnrolToken(ctx, "tok", "h", t0); !errors.Is(err, ErrTokenUnknown) {
 		t.Errorf("token after erasure = %v, want ErrTokenUnknown", err)
+	}
+	if _, err := s.CheckHQKey(ctx, "hqk", "hq-hash"); !errors.Is(err, ErrHQKeyUnknown) {
+		t.Errorf("hq key after erasure = %v, want ErrHQKeyUnknown", err)
+	}
+	if err := s.SavePublisherState(ctx, "acme", []byte(`{}`), t0); !errors.Is(err, ErrCustomerErased) {
+		t.Errorf("SavePublisherState after erasure = %v, want ErrCustomerErased", err)
 	}
 	if err := s.AddEnrolToken(ctx, "acme", "tok2", "h", t0.Add(time.Hour)); !errors.Is(err, ErrCustomerErased) {
 		t.Errorf("AddEnrolToken after erasure = %v, want ErrCustomerErased", err)
@@ -788,14 +834,16 @@ func testRetention(t *testing.T, open func(t *testing.T) *Store) {
 
 // exportDoc mirrors the document Export writes.
 type exportDoc struct {
-	Format        string             `json:"format"`
-	FormatVersion int                `json:"format_version"`
-	Customer      exportCustomer     `json:"customer"`
-	Releases      []exportRelease    `json:"releases"`
-	Ledger        []exportSpend      `json:"ledger"`
-	ErasedSites   []exportErasedSite `json:"erased_sites"`
-	EnrolTokens   []exportToken      `json:"enrol_tokens"`
-	AuditLog      []AuditEntry       `json:"audit_log"`
+	Format         string             `json:"format"`
+	FormatVersion  int                `json:"format_version"`
+	Customer       exportCustomer     `json:"customer"`
+	Releases       []exportRelease    `json:"releases"`
+	Ledger         []exportSpend      `json:"ledger"`
+	ErasedSites    []exportErasedSite `json:"erased_sites"`
+	EnrolTokens    []exportToken      `json:"enrol_tokens"`
+	HQKeys         []exportHQKey      `json:"hq_keys"`
+	PublisherState json.RawMessage    `json:"publisher_state"`
+	AuditLog       []AuditEntry       `json:"audit_log"`
 }
 
 func testExport(t *testing.T, open func(t *testing.T) *Store) {
@@ -812,6 +860,12 @@ func testExport(t *testing.T, open func(t *testing.T) *Store) {
 		}
 	}
 	if _, err := s.UseEnrolToken(ctx, "used", "secret-hash-used", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHQKey(ctx, "acme", "hqk", "secret-hash-hq", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SavePublisherState(ctx, "acme", []byte(`{"format":1,"customer":"acme","cells":[]}`), t0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Audit(ctx, "acme", "hq:dan", "export", `quotes " and \ survive`, t0); err != nil {
@@ -834,7 +888,7 @@ func testExport(t *testing.T, open func(t *testing.T) *Store) {
 	if _, err := dec.Token(); err != io.EOF {
 		t.Errorf("the export is more than one JSON document (%v)", err)
 	}
-	if doc.Format != "pulsegate-index-export" || doc.FormatVersion != 1 {
+	if doc.Format != "pulsegate-index-export" || doc.FormatVersion != 2 {
 		t.Errorf("format %q %d", doc.Format, doc.FormatVersion)
 	}
 	if doc.Customer != (exportCustomer{ID: "acme", Name: "Customer acme", RetentionMonths: 13}) {
@@ -862,6 +916,12 @@ func testExport(t *testing.T, open func(t *testing.T) *Store) {
 		doc.EnrolTokens[1].UsedAt == nil || !doc.EnrolTokens[1].UsedAt.Equal(t0) {
 		t.Errorf("tokens %+v", doc.EnrolTokens)
 	}
+	if len(doc.HQKeys) != 1 || doc.HQKeys[0].ID != "hqk" || !doc.HQKeys[0].CreatedAt.Equal(t0) || doc.HQKeys[0].RevokedAt != nil {
+		t.Errorf("hq keys %+v", doc.HQKeys)
+	}
+	if string(doc.PublisherState) != `{"format":1,"customer":"acme","cells":[]}` {
+		t.Errorf("publisher state %s", doc.PublisherState)
+	}
 	if len(doc.AuditLog) != 1 || doc.AuditLog[0].Detail != `quotes " and \ survive` || !doc.AuditLog[0].At.Equal(t0) {
 		t.Errorf("audit %+v", doc.AuditLog)
 	}
@@ -882,7 +942,8 @@ func testExport(t *testing.T, open func(t *testing.T) *Store) {
 	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if doc.Customer.ErasedAt == nil || len(doc.Releases)+len(doc.Ledger)+len(doc.ErasedSites)+len(doc.EnrolTokens) != 0 || len(doc.AuditLog) != 1 {
+	if doc.Customer.ErasedAt == nil || len(doc.Releases)+len(doc.Ledger)+len(doc.ErasedSites)+len(doc.EnrolTokens)+len(doc.HQKeys) != 0 ||
+		string(doc.PublisherState) != "null" || len(doc.AuditLog) != 1 {
 		t.Errorf("export after erasure: %s", out.String())
 	}
 }

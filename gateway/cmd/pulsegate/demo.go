@@ -132,7 +132,9 @@ func (o *demoOffice) start(self string) error {
 	o.cmd = exec.Command(self, "run", "--data-dir", o.dir, "--listen", o.http,
 		"--site-name", o.name, "--region", o.region,
 		"--cluster-listen", o.peer, "--gossip-listen", o.gossip,
-		"--sim", "on", "--sim-rate", "0.3")
+		"--sim", "on", "--sim-rate", "0.3",
+		// A demo should show a closed period reaching the index quickly.
+		"--release-interval", "5s")
 	o.cmd.Stdout, o.cmd.Stderr = logf, logf
 	if err := o.cmd.Start(); err != nil {
 		logf.Close()

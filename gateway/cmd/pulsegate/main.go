@@ -35,6 +35,8 @@ commands:
   init          make this box the first office of a new cluster (creates its CA)
   token create  print a one-time join token for a new office (asks the running box)
   join <token>  pair this box with an existing cluster
+  enrol <token> enrol the cluster with the central index (asks the running box)
+  index         run the central index, and its operator commands (pulsegate index -h)
   demo          run three offices on this machine, paired, each with a simulated board
 
 Run "pulsegate <command> -h" for a command's flags.
@@ -68,11 +70,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "join":
 		return runJoin(ctx, args[1:], stdout, stderr)
+	case "enrol":
+		return runEnrol(ctx, args[1:], stdout, stderr)
 	case "token":
 		if len(args) < 2 || args[1] != "create" {
 			return errors.New(`usage: pulsegate token create [--url http://127.0.0.1:8080]`)
 		}
 		return runTokenCreate(ctx, args[2:], stdout, stderr)
+	case "index":
+		return runIndex(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -106,6 +112,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		peerListen = fs.String("cluster-listen", def.Cluster.Listen, "`address` of the peer port (raft and RPC over mutual TLS)")
 		peerAdv    = fs.String("cluster-advertise", "", "`address` other offices dial for the peer port (default: derived from --cluster-listen)")
 		gossip     = fs.String("gossip-listen", def.Cluster.GossipListen, "`address` of the gossip (membership) port")
+		relEvery   = fs.Duration("release-interval", def.Release.Interval.Duration, "how often the cluster's leader releases closed periods and uploads them to the index")
 		boards     stringList
 	)
 	fs.Var(&boards, "board", "serial `device` of a board, repeatable (default: discover USB serial ports)")
@@ -151,6 +158,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Cluster.Advertise = *peerAdv
 		case "gossip-listen":
 			cfg.Cluster.GossipListen = *gossip
+		case "release-interval":
+			cfg.Release.Interval.Duration = *relEvery
 		case "no-abuse-limit":
 			if *noLimits {
 				cfg.Limits.ButtonBurst, cfg.Limits.BoardBurst = 0, 0
@@ -159,7 +168,11 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	})
 
 	log := newLogger(stderr, cfg.LogLevel)
-	g, err := gateway.Open(ctx, cfg, gateway.Options{Logger: log})
+	now, err := testClock(log)
+	if err != nil {
+		return err
+	}
+	g, err := gateway.Open(ctx, cfg, gateway.Options{Logger: log, Now: now})
 	if err != nil {
 		return err
 	}
