@@ -159,6 +159,20 @@ func TestDemoClusterReleasesAClosedMonthToTheIndexAndHQPullsIt(t *testing.T) {
 		}
 	}
 
+	// The ledger is on /metrics too: releases and ε, never counts.
+	_, metrics := getBody(t, office+"/metrics")
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^pulsegate_privacy_releases\{site="[0-9a-f]{16}",year="2026"\} 1$`),
+		regexp.MustCompile(`(?m)^pulsegate_privacy_epsilon_spent\{site="[0-9a-f]{16}",year="2026"\} 1$`),
+		regexp.MustCompile(`(?m)^pulsegate_releases 3$`),
+		regexp.MustCompile(`(?m)^pulsegate_releases_pending_upload 0$`),
+		regexp.MustCompile(`(?m)^pulsegate_index_enrolled 1$`),
+	} {
+		if len(want.FindAllString(metrics, -1)) == 0 {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	for _, region := range []string{"eu-west", "eu-central", "eu-east"} {
 		out := runCLI(t, "index", "pull", "--key", hqKey, "--region", region, "--from", "2026-03", "--to", "2026-03", "--format", "json")
 		var got struct {

@@ -437,3 +437,61 @@ func TestCloseAndServe(t *testing.T) {
 		}
 	})
 }
+
+// enrolSource is a Source that also enrols.
+type enrolSource struct {
+	fakeSource
+	got *string
+}
+
+func (e enrolSource) EnrolIndex(_ context.Context, token string) (string, error) {
+	*e.got = token
+	if token == "bad" {
+		return "", errors.New("token: not a Pulsegate enrolment token")
+	}
+	return "acme", nil
+}
+
+func TestEnrolEndpoint(t *testing.T) {
+	var got string
+	s := newServer(t, enrolSource{fakeSource{st: Status{Healthy: true}}, &got})
+	post := func(remote, body string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/api/index/enrol", strings.NewReader(body))
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, r)
+		return w
+	}
+	if w := post("127.0.0.1:5000", `{"token":"pgi1.abc"}`); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"acme"`) || got != "pgi1.abc" {
+		t.Fatalf("enrol from loopback: %d %q (token %q)", w.Code, w.Body, got)
+	}
+	got = ""
+	if w := post("192.168.1.20:5000", `{"token":"pgi1.abc"}`); w.Code != http.StatusForbidden || got != "" {
+		t.Fatalf("enrol from the LAN: %d, token passed on %q", w.Code, got)
+	}
+	for _, body := range []string{``, `{}`, `not json`, `{"token":""}`} {
+		if w := post("127.0.0.1:5000", body); w.Code != http.StatusBadRequest {
+			t.Errorf("enrol with body %q: %d, want 400", body, w.Code)
+		}
+	}
+	if w := post("[::1]:5000", `{"token":"bad"}`); w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "not a Pulsegate enrolment token") {
+		t.Fatalf("refused enrolment: %d %q", w.Code, w.Body)
+	}
+}
+
+func TestIndexSectionShowsLedgerNotCounts(t *testing.T) {
+	st := busyStatus()
+	st.Index = &IndexStatus{Enrolled: true, Customer: "acme", URL: "https://index.example:8443", Released: 1, Pending: 0, BudgetExhausted: 2,
+		Ledger: []LedgerRow{{Site: "00000000000000aa", Name: "Lisbon", Year: 2026, Releases: 1, Epsilon: "0.5"}}}
+	page := do(t, newServer(t, fakeSource{st: st}), "GET", "/").Body.String()
+	for _, want := range []string{"Central index", "acme", "1 period released", "2 periods are held back", "Lisbon", "0.5"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	st.Index = &IndexStatus{}
+	page = do(t, newServer(t, fakeSource{st: st}), "GET", "/").Body.String()
+	if !strings.Contains(page, "Not enrolled: nothing leaves this cluster") {
+		t.Error("an unenrolled cluster does not say that nothing leaves it")
+	}
+}
