@@ -90,6 +90,15 @@ func startPulsegate(tb testing.TB, args ...string) *proc {
 // and waits for it to print the URL it serves.
 func startProc(tb testing.TB, cmd *exec.Cmd) *proc {
 	tb.Helper()
+	p, m := startAndWaitFor(tb, cmd, urlRE, 30*time.Second)
+	p.url = m[1]
+	return p
+}
+
+// startAndWaitFor starts cmd and waits until a line of its stdout matches
+// re; it returns the match. Both outputs are kept in the proc's logs.
+func startAndWaitFor(tb testing.TB, cmd *exec.Cmd, re *regexp.Regexp, timeout time.Duration) (*proc, []string) {
+	tb.Helper()
 	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.logs
 	stdout, err := cmd.StdoutPipe()
@@ -99,13 +108,14 @@ func startProc(tb testing.TB, cmd *exec.Cmd) *proc {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	urlc := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if m := urlRE.FindStringSubmatch(sc.Text()); m != nil {
+			p.logs.Write([]byte(sc.Text() + "\n"))
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
 				select {
-				case urlc <- m[1]:
+				case found <- m:
 				default:
 				}
 			}
@@ -118,13 +128,14 @@ func startProc(tb testing.TB, cmd *exec.Cmd) *proc {
 	}()
 	tb.Cleanup(p.kill)
 	select {
-	case p.url = <-urlc:
+	case m := <-found:
+		return p, m
 	case <-p.done:
-		tb.Fatalf("%s exited before serving: %v\n%s", cmd, p.err, p.logs)
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("%s printed no URL within 30s\n%s", cmd, p.logs)
+		tb.Fatalf("%s exited: %v\n%s", cmd, p.err, p.logs)
+	case <-time.After(timeout):
+		tb.Fatalf("%s printed nothing matching %s within %s\n%s", cmd, re, timeout, p.logs)
 	}
-	return p
+	return nil, nil
 }
 
 // kill sends SIGKILL and waits for the process to be gone.

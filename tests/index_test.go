@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
@@ -30,48 +29,6 @@ func freePort(tb testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startAndWaitFor starts cmd and waits until a line of its stdout matches re.
-func startAndWaitFor(tb testing.TB, cmd *exec.Cmd, re *regexp.Regexp, timeout time.Duration) (*proc, []string) {
-	tb.Helper()
-	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.logs.Write([]byte(sc.Text() + "\n"))
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(p.kill)
-	select {
-	case m := <-found:
-		return p, m
-	case <-p.done:
-		tb.Fatalf("%s exited: %v\n%s", cmd, p.err, p.logs)
-	case <-time.After(timeout):
-		tb.Fatalf("%s printed nothing matching %s within %s\n%s", cmd, re, timeout, p.logs)
-	}
-	return nil, nil
-}
-
 func runCLI(tb testing.TB, args ...string) string {
 	tb.Helper()
 	cmd := exec.Command(pulsegateBin(tb), args...)
@@ -94,6 +51,9 @@ func TestDemoClusterReleasesAClosedMonthToTheIndexAndHQPullsIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts four processes and waits for a month to close (about a minute)")
 	}
+	// Most of the minute is spent waiting for the month to close: let the
+	// other end-to-end tests run meanwhile. Its ports are its own.
+	t.Parallel()
 	bin := pulsegateBin(t)
 	dir := t.TempDir()
 	indexDir := filepath.Join(dir, "index")

@@ -42,6 +42,9 @@ const (
 // none lost, none counted twice.
 func TestOfficeCutOffConverges(t *testing.T) {
 	privileged.RequireRoot(t, "network namespaces")
+	// Its offices live in namespaces of their own: it may run beside the
+	// index end-to-end test, which is mostly waiting.
+	t.Parallel()
 	begin := time.Now()
 	logf := func(format string, args ...any) {
 		t.Helper()
