@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pulsegate/pulsegate/sync/index"
+	"github.com/pulsegate/pulsegate/sync/regional"
 )
 
 const indexUsage = `usage: pulsegate index [flags]             run the central index (HTTPS)
@@ -95,6 +96,10 @@ func runIndexServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		publicURL = fs.String("public-url", "", "the `URL` clusters and HQ reach the index at (default: https://<listen>)")
 		every     = fs.Duration("retention-every", time.Hour, "how often to apply retention")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+		def       = regional.DefaultRules()
+		minSites  = fs.Int("min-sites", def.MinSites, "least offices behind a published regional cell (may only be raised)")
+		minPress  = fs.Int64("min-presses", def.MinPresses, "least presses behind a published regional cell (may only be raised)")
+		maxShare  = fs.Float64("max-site-share", def.MaxSiteShare, "largest share of a cell one office may hold (may only be lowered)")
 		hosts     stringList
 	)
 	fs.Var(&hosts, "host", "a DNS `name or IP` of the index for its certificate, repeatable (used when the certificate is created)")
@@ -105,6 +110,10 @@ func runIndexServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("index: unexpected arguments %q", fs.Args())
 	}
 	log := newLogger(stderr, *logLevel)
+	rules := regional.Rules{MinSites: *minSites, MinPresses: *minPress, MaxSiteShare: *maxShare}
+	if err := rules.Validate(); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
 
 	// Open the store and the identity first: if either fails, nothing listens.
 	store, err := sf.open(ctx)
@@ -116,7 +125,7 @@ func runIndexServer(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	srv, err := index.NewServer(index.ServerConfig{Store: store, Identity: id, RetentionEvery: *every, Logger: log})
+	srv, err := index.NewServer(index.ServerConfig{Store: store, Identity: id, Rules: rules, RetentionEvery: *every, Logger: log})
 	if err != nil {
 		return err
 	}
