@@ -69,6 +69,7 @@ type Cluster struct {
 	opened  time.Time // when this box started watching its peers
 	mu      sync.Mutex
 	rtts    map[string]time.Duration
+	site    siteNames   // guarded by mu: what this office publishes about itself
 	joining atomic.Bool // a gossip join is under way
 }
 
@@ -99,7 +100,8 @@ func Open(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := rc.Validate(); err != nil {
 		return nil, fmt.Errorf("open cluster: %w", err)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger.With("component", "cluster"), kick: make(chan struct{}, 1), rtts: map[string]time.Duration{}, opened: cfg.Now()}
+	c := &Cluster{cfg: cfg, log: cfg.Logger.With("component", "cluster"), kick: make(chan struct{}, 1), rtts: map[string]time.Duration{}, opened: cfg.Now(),
+		site: siteNames{cfg.Name, cfg.Region, cfg.TimeZone}}
 	if c.pairing, err = LoadPairing(cfg.Dir); err != nil {
 		return nil, err
 	}
@@ -284,7 +286,8 @@ func (c *Cluster) loop(ctx context.Context) {
 		}
 		if infoVersion == 0 || !c.siteInfoCurrent() {
 			v := uint64(c.cfg.Now().UnixNano())
-			info := SiteInfo{ID: c.SiteID(), Name: c.cfg.Name, Region: c.cfg.Region, TimeZone: c.cfg.TimeZone, GossipAddr: c.members.Addr(), Version: v}
+			names := c.siteNames()
+			info := SiteInfo{ID: c.SiteID(), Name: names.name, Region: names.region, TimeZone: names.tz, GossipAddr: c.members.Addr(), Version: v}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if err := c.raft.Apply(actx, Command{Type: CmdSite, Site: &info}); err == nil {
 				infoVersion = v
@@ -301,12 +304,32 @@ func (c *Cluster) loop(ctx context.Context) {
 
 func (c *Cluster) siteInfoCurrent() bool {
 	var ok bool
+	names := c.siteNames()
 	c.raft.FSM().Read(func(s *State) {
 		info, found := s.sites[c.SiteID()]
-		ok = found && info.Name == c.cfg.Name && info.Region == c.cfg.Region && info.TimeZone == c.cfg.TimeZone &&
+		ok = found && info.Name == names.name && info.Region == names.region && info.TimeZone == names.tz &&
 			info.GossipAddr == c.members.Addr()
 	})
 	return ok
+}
+
+// siteNames is what an office says about itself.
+type siteNames struct{ name, region, tz string }
+
+func (c *Cluster) siteNames() siteNames {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.site
+}
+
+// SetSite changes this office's name, region and time zone; the change is
+// replicated at once. (The gossip metadata keeps the region it started
+// with until the next start.)
+func (c *Cluster) SetSite(name, region, tz string) {
+	c.mu.Lock()
+	c.site = siteNames{name, region, tz}
+	c.mu.Unlock()
+	c.poke()
 }
 
 // lostPeers returns gossip addresses worth joining: those of offices the

@@ -111,6 +111,10 @@ type SerialConfig struct {
 	// HungTimeout: a board silent this long is reopened.
 	HungTimeout Duration `toml:"hung_timeout"`
 	BaudRate    int      `toml:"baud_rate"`
+	// AutoApprove counts every board's presses without an admin approving
+	// the board first (development, tests, demos). Default false: presses
+	// of a board not approved on the page are acknowledged, not counted.
+	AutoApprove bool `toml:"auto_approve"`
 }
 
 // ClockConfig says when the clock counts as set.

@@ -136,6 +136,7 @@ time_zone = "Europe/Berlin"
 boards = ["/dev/serial/by-id/usb-Pulsegate_Board_1"]
 hung_timeout = "1m30s"
 baud_rate = 57600
+auto_approve = true
 
 [clock]
 not_before = "2026-02-01"
@@ -154,7 +155,7 @@ green_share = 0.25
 			want: func(c *Config) {
 				c.DataDir, c.Listen, c.LogLevel = "/var/lib/pulsegate", "0.0.0.0:80", "debug"
 				c.Site = SiteConfig{Name: "Berlin office", TimeZone: "Europe/Berlin", Region: "default"}
-				c.Serial = SerialConfig{Boards: []string{"/dev/serial/by-id/usb-Pulsegate_Board_1"}, HungTimeout: Duration{90 * time.Second}, BaudRate: 57600}
+				c.Serial = SerialConfig{Boards: []string{"/dev/serial/by-id/usb-Pulsegate_Board_1"}, HungTimeout: Duration{90 * time.Second}, BaudRate: 57600, AutoApprove: true}
 				c.Clock.NotBefore = "2026-02-01"
 				c.Limits = LimitsConfig{ButtonBurst: 2, ButtonInterval: Duration{2500 * time.Millisecond}, BoardInterval: Duration{750 * time.Millisecond}}
 				c.Sim = SimConfig{Mode: "off", Rate: 2.5, GreenShare: 0.25}

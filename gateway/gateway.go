@@ -98,17 +98,21 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 		return nil, err
 	}
 	g.intake, err = intake.New(intake.Config{
-		Store:     g.store,
-		Location:  loc,
-		Now:       opts.Now,
-		NotBefore: notBefore,
-		Limits:    cfg.LimitConfig(),
-		Logger:    g.log,
+		Store:       g.store,
+		Location:    loc,
+		Now:         opts.Now,
+		NotBefore:   notBefore,
+		Limits:      cfg.LimitConfig(),
+		AutoApprove: cfg.Serial.AutoApprove,
+		Logger:      g.log,
 	})
 	if err != nil {
 		return nil, err
 	}
 	g.intake.Start(ctx)
+	if cfg.Serial.AutoApprove {
+		g.log.Warn("every board is treated as approved (serial.auto_approve): presses count without an admin approving the board")
+	}
 	if !g.intake.ClockSet() {
 		g.log.Warn("the clock is not set: presses stay on the boards, unacknowledged, until it is",
 			"now", opts.Now().Format(time.RFC3339), "not_before", cfg.Clock.NotBefore)
@@ -248,8 +252,13 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 	if err != nil {
 		return st, err
 	}
+	admins, err := g.store.BoardAdmins()
+	if err != nil {
+		return st, err
+	}
 	simPath := g.SimDevice()
 	for _, b := range g.boards.Boards() {
+		a := admins[b.BoardID]
 		st.Boards = append(st.Boards, web.Board{
 			Path:          b.Path,
 			BoardID:       b.BoardID,
@@ -262,6 +271,10 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 			Suppressed:    records[b.BoardID].Suppressed,
 			Reopens:       b.Reopens,
 			LastError:     b.LastError,
+			Name:          a.Name,
+			Approved:      a.Approved || g.cfg.Serial.AutoApprove,
+			TestMode:      a.TestMode,
+			Unapproved:    g.intake.BoardStats(b.BoardID).Unapproved,
 		})
 	}
 	is := g.intake.Stats()

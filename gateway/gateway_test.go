@@ -53,8 +53,16 @@ func newBoard(tb testing.TB, id string) *fakeboard.Board {
 }
 
 // openGateway runs a gateway on a loopback port reading board, with the
-// abuse limit off; it logs at debug level into logs.
+// abuse limit off and every board approved; it logs at debug level into
+// logs.
 func openGateway(tb testing.TB, board *fakeboard.Board, now func() time.Time, logs io.Writer) *Gateway {
+	tb.Helper()
+	return openGatewayWith(tb, board, now, logs, func(c *Config) { c.Serial.AutoApprove = true })
+}
+
+// openGatewayWith is openGateway with boards left to approve, and change
+// applied to the configuration.
+func openGatewayWith(tb testing.TB, board *fakeboard.Board, now func() time.Time, logs io.Writer, change func(*Config)) *Gateway {
 	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(tb.TempDir(), "data")
@@ -62,6 +70,9 @@ func openGateway(tb testing.TB, board *fakeboard.Board, now func() time.Time, lo
 	cfg.Serial.Boards = []string{board.Path()}
 	cfg.Sim.Mode = "off"
 	cfg.Limits.ButtonBurst, cfg.Limits.BoardBurst = 0, 0
+	if change != nil {
+		change(&cfg)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

@@ -52,7 +52,7 @@ func TestCrashNeverLosesOrDoublesAcknowledgedPresses(t *testing.T) {
 	t.Cleanup(func() { board.Close() })
 
 	args := []string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--board", board.Path(),
-		"--sim", "off", "--no-abuse-limit", "--log-level", "warn"}
+		"--sim", "off", "--no-abuse-limit", "--auto-approve-boards", "--log-level", "warn"}
 
 	// Press continuously, from before the first start to after the last kill.
 	ctx, stopPressing := context.WithCancel(context.Background())

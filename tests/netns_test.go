@@ -335,6 +335,7 @@ func (o *office) start(tb testing.TB, bin string) {
 		"--gossip-listen", o.addr+":7401",
 		"--sim", "off",
 		"--no-abuse-limit",
+		"--auto-approve-boards",
 		"--board", o.board.Path(),
 		"--log-level", "info",
 	)

@@ -4,18 +4,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
 // TestRunShowsCountsRisingFromSimulatedBoard is what a newcomer sees after
-// `make run` on a machine with no board: a simulated board starts by itself,
-// the page says so, and today's total rises.
+// `make run ARGS=--auto-approve-boards` on a machine with no board: a
+// simulated board starts by itself, the page says so, and today's total
+// rises.
 func TestRunShowsCountsRisingFromSimulatedBoard(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	// Discovery finds no USB board here, so "auto" must start the simulator.
-	p := startPulsegate(t, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sim-rate", "40", "--no-abuse-limit")
+	p := startPulsegate(t, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sim-rate", "40", "--no-abuse-limit", "--auto-approve-boards")
 
 	var st struct {
 		TodayTotal uint64 `json:"today_total"`
@@ -54,6 +56,37 @@ func TestRunShowsCountsRisingFromSimulatedBoard(t *testing.T) {
 	}
 	if !strings.Contains(p.logs.String(), "simulated board") {
 		t.Errorf("the log does not say a simulated board was started:\n%s", p.logs)
+	}
+	p.stop(t)
+}
+
+// TestRunDoesNotCountABoardNobodyApproved is plain `make run`: the
+// simulated board's presses are acknowledged (the board holds nothing) but
+// not counted until an admin approves the board.
+func TestRunDoesNotCountABoardNobodyApproved(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p := startPulsegate(t, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sim-rate", "40", "--no-abuse-limit")
+	unapproved := regexp.MustCompile(`(?m)^pulsegate_presses_unapproved_total ([0-9]+)$`)
+	waitFor(t, 20*time.Second, "presses to be acknowledged as unapproved", func() bool {
+		_, metrics := getBody(t, p.url+"metrics")
+		m := unapproved.FindStringSubmatch(metrics)
+		return m != nil && m[1] != "0"
+	})
+	var st struct {
+		TodayTotal uint64 `json:"today_total"`
+		Boards     []struct {
+			BoardID    string `json:"board_id"`
+			Approved   bool   `json:"approved"`
+			Unapproved uint64 `json:"unapproved"`
+			Unacked    uint32 `json:"unacked"`
+		} `json:"boards"`
+	}
+	getJSON(t, p.url+"api/status", &st)
+	if st.TodayTotal != 0 || len(st.Boards) != 1 || st.Boards[0].Approved || st.Boards[0].Unapproved == 0 {
+		t.Fatalf("status = %+v, want nothing counted and one unapproved board with uncounted presses", st)
+	}
+	if !strings.Contains(p.logs.String(), "not approved") {
+		t.Errorf("the log does not say the board's presses are not counted:\n%s", p.logs)
 	}
 	p.stop(t)
 }

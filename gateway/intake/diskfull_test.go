@@ -39,7 +39,7 @@ func newFullDisk(tb testing.TB, limits LimitConfig) *fullDisk {
 	tb.Cleanup(func() { s.Close() })
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	clk := newClock(t0)
-	in, err := New(Config{Store: s, Now: clk.now, Limits: limits})
+	in, err := New(Config{Store: s, Now: clk.now, AutoApprove: true, Limits: limits})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -6,6 +6,12 @@
 // It refuses to book while the clock is not set: a Pi has no real-time clock,
 // and a press booked on a day of 1970 would be wrong forever. Such presses
 // are left unacknowledged, so the boards keep them and resend.
+//
+// Only presses from boards an admin approved are counted. A press from a
+// board that is not approved, is disabled or is in test mode is booked
+// without counting it (its seq is settled, so a resend after approval is a
+// duplicate) and acknowledged; the intake counts such presses, per board
+// and without their colour, so the page can show that they arrive.
 package intake
 
 import (
@@ -39,7 +45,10 @@ type Config struct {
 	// QueueLen bounds presses waiting for the committer; zero means 16384.
 	// When full, presses are dropped unacknowledged and the board resends.
 	QueueLen int
-	Logger   *slog.Logger
+	// AutoApprove treats every board as approved (development, tests, the
+	// demo). Disabled boards and boards in test mode are still not counted.
+	AutoApprove bool
+	Logger      *slog.Logger
 }
 
 // Intake books presses. Start starts its committer; Close stops it.
@@ -53,7 +62,24 @@ type Intake struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 
+	// The committer's copy of the store's board admin state, current as of
+	// store.AdminVersion() == adminVer. Only the committer touches them.
+	admins       map[string]store.BoardAdmin
+	adminVer     uint64
+	adminsLoaded bool
+
 	stats counters
+
+	boardMu    sync.Mutex
+	boardStats map[string]*BoardStats
+}
+
+// BoardStats are one board's presses that were acknowledged and not counted
+// because of its admin state, since start. Colour-blind by construction.
+type BoardStats struct {
+	Unapproved    uint64    // not approved, or disabled
+	TestPresses   uint64    // in test mode
+	LastTestPress time.Time // when the last test press was made
 }
 
 type request struct {
@@ -65,6 +91,7 @@ type request struct {
 
 type counters struct {
 	counted, suppressed, duplicates, deferred atomic.Uint64
+	unapproved, testPresses                   atomic.Uint64
 	clockRefused, queueFull, commits          atomic.Uint64
 	commitErrors, batched                     atomic.Uint64
 	clockUnset                                atomic.Bool
@@ -74,6 +101,10 @@ type counters struct {
 // Stats are the intake's counters since start; none is per colour.
 type Stats struct {
 	Counted, Suppressed, Duplicates, Deferred uint64
+	// Unapproved counts presses acknowledged but not counted because their
+	// board is not approved or is disabled; TestPresses those from boards
+	// in test mode.
+	Unapproved, TestPresses uint64
 	// ClockRefused counts presses left unacknowledged because the clock
 	// was not set; ClockUnset says whether it is unset now.
 	ClockRefused uint64
@@ -112,10 +143,11 @@ func New(cfg Config) (*Intake, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	in := &Intake{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "intake"),
-		reqs:    make(chan request, cfg.QueueLen),
-		limiter: NewLimiter(cfg.Limits),
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "intake"),
+		reqs:       make(chan request, cfg.QueueLen),
+		limiter:    NewLimiter(cfg.Limits),
+		boardStats: map[string]*BoardStats{},
 	}
 	in.stats.clockUnset.Store(cfg.Now().Before(cfg.NotBefore))
 	return in, nil
@@ -230,18 +262,33 @@ func (in *Intake) commit(batch []request) {
 		pressedAt = append(pressedAt, r.pressed)
 		pressAcks = append(pressAcks, r.ack)
 	}
-	// The limiter decides on a copy that is kept only if the batch commits.
-	limiter := in.limiter.Clone()
-	allow := func(i int, p store.Press) bool {
-		return limiter.Allow(p.Board, p.Colour, pressedAt[i])
+	if err := in.refreshAdmins(); err != nil {
+		// Without the admin state no press can be judged: book nothing,
+		// ack nothing, the boards resend.
+		in.failed(len(presses), err)
+		return
 	}
-	results, settled, st, err := in.cfg.Store.Book(presses, settles, allow)
+	// The limiter decides on a copy that is kept only if the batch commits.
+	// Only presses that would count spend its tokens.
+	limiter := in.limiter.Clone()
+	decide := func(i int, p store.Press) store.Outcome {
+		a := in.admins[p.Board]
+		switch {
+		case a.Disabled:
+			return store.Unapproved
+		case a.TestMode:
+			return store.Tested
+		case !a.Approved && !in.cfg.AutoApprove:
+			return store.Unapproved
+		case limiter.Allow(p.Board, p.Colour, pressedAt[i]):
+			return store.Counted
+		}
+		return store.Suppressed
+	}
+	results, settled, st, err := in.cfg.Store.Book(in.cfg.Now(), presses, settles, decide)
 	if err != nil {
 		// Nothing was written: no ack goes out, the boards resend.
-		in.stats.commitErrors.Add(1)
-		msg := err.Error()
-		in.stats.lastErr.Store(&msg)
-		in.log.Error("booking presses failed; boards will resend", "presses", len(presses), "err", err)
+		in.failed(len(presses), err)
 		return
 	}
 	in.limiter = limiter
@@ -252,6 +299,11 @@ func (in *Intake) commit(batch []request) {
 	in.stats.suppressed.Add(uint64(st.Suppressed))
 	in.stats.duplicates.Add(uint64(st.Duplicate))
 	in.stats.deferred.Add(uint64(st.Deferred))
+	in.stats.unapproved.Add(uint64(st.Unapproved))
+	in.stats.testPresses.Add(uint64(st.Tested))
+	if st.Unapproved+st.Tested > 0 {
+		in.recordUncounted(presses, pressedAt, results)
+	}
 	for i, res := range results {
 		if res.Ack > 0 && pressAcks[i] != nil {
 			pressAcks[i](res.Ack)
@@ -264,6 +316,70 @@ func (in *Intake) commit(batch []request) {
 	}
 }
 
+func (in *Intake) failed(presses int, err error) {
+	in.stats.commitErrors.Add(1)
+	msg := err.Error()
+	in.stats.lastErr.Store(&msg)
+	in.log.Error("booking presses failed; boards will resend", "presses", presses, "err", err)
+}
+
+// refreshAdmins reloads the board admin state if it changed since the last
+// load. The version is read before the state, so a change committed during
+// the load is picked up again by the next batch.
+func (in *Intake) refreshAdmins() error {
+	v := in.cfg.Store.AdminVersion()
+	if in.adminsLoaded && v == in.adminVer {
+		return nil
+	}
+	admins, err := in.cfg.Store.BoardAdmins()
+	if err != nil {
+		return err
+	}
+	in.admins, in.adminVer, in.adminsLoaded = admins, v, true
+	return nil
+}
+
+// recordUncounted keeps the per-board figures of presses booked without
+// counting; the first one of a board since start is logged, so that a
+// board waiting for approval is visible in the log too.
+func (in *Intake) recordUncounted(presses []store.Press, pressedAt []time.Time, results []store.Result) {
+	in.boardMu.Lock()
+	defer in.boardMu.Unlock()
+	for i, res := range results {
+		if res.Outcome != store.Unapproved && res.Outcome != store.Tested {
+			continue
+		}
+		board := presses[i].Board
+		bs := in.boardStats[board]
+		if bs == nil {
+			bs = &BoardStats{}
+			in.boardStats[board] = bs
+		}
+		if res.Outcome == store.Tested {
+			bs.TestPresses++
+			if pressedAt[i].After(bs.LastTestPress) {
+				bs.LastTestPress = pressedAt[i]
+			}
+			continue
+		}
+		if bs.Unapproved == 0 {
+			in.log.Warn("presses from a board that is not approved, or is disabled, are acknowledged but not counted until an admin approves or enables it on the page",
+				"board", board)
+		}
+		bs.Unapproved++
+	}
+}
+
+// BoardStats returns board's uncounted presses since start.
+func (in *Intake) BoardStats(board string) BoardStats {
+	in.boardMu.Lock()
+	defer in.boardMu.Unlock()
+	if bs := in.boardStats[board]; bs != nil {
+		return *bs
+	}
+	return BoardStats{}
+}
+
 // Stats returns the counters.
 func (in *Intake) Stats() Stats {
 	s := Stats{
@@ -271,6 +387,8 @@ func (in *Intake) Stats() Stats {
 		Suppressed:   in.stats.suppressed.Load(),
 		Duplicates:   in.stats.duplicates.Load(),
 		Deferred:     in.stats.deferred.Load(),
+		Unapproved:   in.stats.unapproved.Load(),
+		TestPresses:  in.stats.testPresses.Load(),
 		ClockRefused: in.stats.clockRefused.Load(),
 		ClockUnset:   in.stats.clockUnset.Load(),
 		QueueFull:    in.stats.queueFull.Load(),
@@ -286,5 +404,6 @@ func (in *Intake) Stats() Stats {
 
 // String is for logs: figures without colours.
 func (s Stats) String() string {
-	return fmt.Sprintf("counted=%d suppressed=%d duplicates=%d commits=%d", s.Counted, s.Suppressed, s.Duplicates, s.Commits)
+	return fmt.Sprintf("counted=%d suppressed=%d duplicates=%d unapproved=%d test=%d commits=%d",
+		s.Counted, s.Suppressed, s.Duplicates, s.Unapproved, s.TestPresses, s.Commits)
 }

@@ -50,7 +50,7 @@ func BenchmarkBurst(b *testing.B) {
 
 func benchBurst(b *testing.B, window uint32) {
 	now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	in, _ := newIntake(b, Config{Now: func() time.Time { return now }, Limits: LimitConfig{}})
+	in, _ := newIntake(b, Config{Now: func() time.Time { return now }, AutoApprove: true, Limits: LimitConfig{}})
 	in.Start(context.Background())
 	var acked atomic.Uint32
 	ack := func(seq uint32) {

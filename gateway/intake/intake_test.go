@@ -75,7 +75,7 @@ var noLimits = LimitConfig{}
 
 func TestClockNotSetLeavesPressesUnacknowledged(t *testing.T) {
 	clk := newClock(time.Date(1970, 1, 1, 0, 5, 0, 0, time.UTC)) // a Pi after power-up, no RTC
-	in, s := newIntake(t, Config{Now: clk.now, Limits: noLimits})
+	in, s := newIntake(t, Config{Now: clk.now, AutoApprove: true, Limits: noLimits})
 	in.Start(context.Background())
 	var a acks
 	p := drivers.Press{Board: "b1", Boot: 1, Seq: 1, Colour: drivers.Green, Received: clk.now()}
@@ -115,7 +115,7 @@ func TestStricterNotBefore(t *testing.T) {
 
 func TestGroupCommitBooksManyPressesPerFsync(t *testing.T) {
 	clk := newClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
-	in, s := newIntake(t, Config{Now: clk.now, Limits: noLimits})
+	in, s := newIntake(t, Config{Now: clk.now, AutoApprove: true, Limits: noLimits})
 	var a acks
 	const n = 2000
 	for seq := uint32(1); seq <= n; seq++ {
@@ -134,7 +134,7 @@ func TestGroupCommitBooksManyPressesPerFsync(t *testing.T) {
 
 func TestAbuseLimitAcksButDoesNotCount(t *testing.T) {
 	clk := newClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
-	in, s := newIntake(t, Config{Now: clk.now, Limits: DefaultLimits()})
+	in, s := newIntake(t, Config{Now: clk.now, AutoApprove: true, Limits: DefaultLimits()})
 	in.Start(context.Background())
 	var a acks
 	// Ten presses of one button within a second: burst 3 counts.
@@ -153,7 +153,7 @@ func TestAbuseLimitAcksButDoesNotCount(t *testing.T) {
 
 func TestAbuseLimitJudgesBacklogByPressTime(t *testing.T) {
 	clk := newClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
-	in, s := newIntake(t, Config{Now: clk.now, Limits: DefaultLimits()})
+	in, s := newIntake(t, Config{Now: clk.now, AutoApprove: true, Limits: DefaultLimits()})
 	in.Start(context.Background())
 	var a acks
 	// After an outage a board replays 10 presses made 4 s apart over the
@@ -173,7 +173,7 @@ func TestAbuseLimitJudgesBacklogByPressTime(t *testing.T) {
 
 func TestPressBookedOnDayItWasPressed(t *testing.T) {
 	clk := newClock(time.Date(2026, 3, 3, 0, 0, 2, 0, time.UTC)) // two seconds after midnight
-	in, s := newIntake(t, Config{Now: clk.now, Limits: noLimits})
+	in, s := newIntake(t, Config{Now: clk.now, AutoApprove: true, Limits: noLimits})
 	in.Start(context.Background())
 	var a acks
 	in.SubmitPress(drivers.Press{Board: "b1", Boot: 1, Seq: 1, Colour: drivers.Red, Received: clk.now(), AgeMS: 5000}, a.fn("b1"))

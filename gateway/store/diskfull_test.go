@@ -118,7 +118,7 @@ func TestOpenOnFullDisk(t *testing.T) {
 				t.Fatalf("Open after freeing space: %v", err)
 			}
 			defer s.Close()
-			if _, _, _, err := s.Book([]Press{press("b1", 1, 1, drivers.Red, "2026-03-02")}, nil, nil); err != nil {
+			if _, _, _, err := s.Book(bookTime, []Press{press("b1", 1, 1, drivers.Red, "2026-03-02")}, nil, nil); err != nil {
 				t.Fatalf("Book after freeing space: %v", err)
 			}
 		})
@@ -194,7 +194,7 @@ func TestBookOnFullDisk(t *testing.T) {
 	)
 	for ; n < 1000; n++ {
 		ps := batch(n)
-		res, _, st, err := s.Book(ps, nil, nil)
+		res, _, st, err := s.Book(bookTime, ps, nil, nil)
 		if err != nil {
 			if res != nil {
 				t.Errorf("failed Book returned results %v: nothing may be acknowledged", res)
@@ -221,7 +221,7 @@ func TestBookOnFullDisk(t *testing.T) {
 
 	// Retrying while the disk is still full changes nothing either.
 	for range 3 {
-		if _, _, _, err := s.Book(failed, nil, nil); err == nil {
+		if _, _, _, err := s.Book(bookTime, failed, nil, nil); err == nil {
 			t.Fatal("Book succeeded again with the disk still full")
 		}
 	}
@@ -231,7 +231,7 @@ func TestBookOnFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The refused batch, resent, is new to the store: none of it was written.
-	_, _, st, err := s.Book(failed, nil, nil)
+	_, _, st, err := s.Book(bookTime, failed, nil, nil)
 	if err != nil {
 		t.Fatalf("Book after freeing space: %v", err)
 	}
@@ -239,7 +239,7 @@ func TestBookOnFullDisk(t *testing.T) {
 	for range 3 {
 		n++
 		ps := batch(n)
-		_, _, st, err := s.Book(ps, nil, nil)
+		_, _, st, err := s.Book(bookTime, ps, nil, nil)
 		if err != nil {
 			t.Fatalf("Book after freeing space: %v", err)
 		}

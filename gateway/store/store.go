@@ -5,7 +5,9 @@
 //   - per (local day, colour) a count: no per-press record, no timestamp;
 //   - per board and power-up (boot) the acknowledgement watermark, so a
 //     resent press is recognised and never counted twice;
-//   - per board a suppressed counter (presses over the abuse limit).
+//   - per board a suppressed counter (presses over the abuse limit);
+//   - per board its admin state: approved, disabled, named, in test mode,
+//     and when it was first seen (see BoardAdmin).
 //
 // Book applies a whole batch in one transaction, so one fsync covers many
 // presses (group commit), and counts and watermarks can never disagree after a
@@ -26,6 +28,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pulsegate/pulsegate/drivers"
@@ -38,6 +41,7 @@ var (
 	bucketCounts = []byte("counts")
 	bucketBoards = []byte("boards")
 	bucketMeta   = []byte("meta")
+	bucketAdmin  = []byte("board_admin")
 	keySchema    = []byte("schema")
 )
 
@@ -90,6 +94,8 @@ type Store struct {
 
 	mu    sync.Mutex
 	dirty map[Day]bool // days booked since the last TakeDirty
+
+	adminVersion atomic.Uint64 // bumped after every committed SetBoardAdmin
 }
 
 // Open opens or creates the store at path. A file that is not a valid store
@@ -177,7 +183,9 @@ func create(path string) error {
 
 func (s *Store) init() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketCounts, bucketBoards, bucketMeta} {
+		// A store written before a bucket existed gains it here, empty: the
+		// schema version only changes when old data would be misread.
+		for _, b := range [][]byte{bucketCounts, bucketBoards, bucketMeta, bucketAdmin} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -236,10 +244,16 @@ const (
 	Suppressed                    // new, over the abuse limit: acknowledged, not counted
 	Duplicate                     // booked before: acknowledged again, not counted
 	Deferred                      // too far ahead of the watermark: not booked, the board will resend
+	Unapproved                    // new, from a board not approved or disabled: acknowledged, not counted
+	Tested                        // new, from a board in test mode: acknowledged, not counted
 )
 
 func (o Outcome) String() string {
-	return [...]string{"?", "counted", "suppressed", "duplicate", "deferred"}[min(int(o), 4)]
+	names := [...]string{"?", "counted", "suppressed", "duplicate", "deferred", "unapproved", "tested"}
+	if int(o) >= len(names) {
+		return "?"
+	}
+	return names[o]
 }
 
 // Result is the fate of one press and the cumulative ack its board may be
@@ -251,15 +265,24 @@ type Result struct {
 
 // BatchStats summarise one Book call.
 type BatchStats struct {
-	Counted, Suppressed, Duplicate, Deferred int
+	Counted, Suppressed, Duplicate, Deferred, Unapproved, Tested int
 }
 
-// Book applies presses and settles in one transaction and one fsync. allow
-// decides, for each press not booked before and in order, whether presses[i]
-// counts (true) or is suppressed (false); it is called inside the transaction and
-// must not block. If Book returns an error nothing was written and no press
-// may be acknowledged.
-func (s *Store) Book(presses []Press, settles []Settle, allow func(i int, p Press) bool) ([]Result, []uint32, BatchStats, error) {
+// Book applies presses and settles in one transaction and one fsync.
+//
+// decide says, for each press not booked before and in order, what becomes
+// of presses[i]: Counted, or one of the outcomes that settle its seq without
+// counting it (Suppressed, Unapproved, Tested); nil counts every press. It is
+// called inside the transaction and must not block. Whatever it decides, the
+// seq is booked, so a resend is a Duplicate and is never counted later.
+//
+// A board that Book meets for the first time (press or settle) and that has
+// no admin record gets one, unapproved, with FirstSeen = now (unless now is
+// zero).
+//
+// If Book returns an error nothing was written and no press may be
+// acknowledged.
+func (s *Store) Book(now time.Time, presses []Press, settles []Settle, decide func(i int, p Press) Outcome) ([]Result, []uint32, BatchStats, error) {
 	results := make([]Result, len(presses))
 	settled := make([]uint32, len(settles))
 	var st BatchStats
@@ -285,18 +308,29 @@ func (s *Store) Book(presses []Press, settles []Settle, allow func(i int, p Pres
 			case !b.canAdd(p.Seq):
 				results[i].Outcome = Deferred
 				st.Deferred++
-			case allow == nil || allow(i, p):
-				if err := addCount(counts, p.Day, p.Colour, 1); err != nil {
-					return err
+			default:
+				o := Counted
+				if decide != nil {
+					o = decide(i, p)
+				}
+				switch o {
+				case Counted:
+					if err := addCount(counts, p.Day, p.Colour, 1); err != nil {
+						return err
+					}
+					st.Counted++
+				case Suppressed:
+					rec.Suppressed++
+					st.Suppressed++
+				case Unapproved:
+					st.Unapproved++
+				case Tested:
+					st.Tested++
+				default:
+					return fmt.Errorf("book press: decided %v for a new press", o)
 				}
 				b.add(p.Seq)
-				results[i].Outcome = Counted
-				st.Counted++
-			default:
-				b.add(p.Seq)
-				rec.Suppressed++
-				results[i].Outcome = Suppressed
-				st.Suppressed++
+				results[i].Outcome = o
 			}
 		}
 		for _, se := range settles {
@@ -315,6 +349,11 @@ func (s *Store) Book(presses []Press, settles []Settle, allow func(i int, p Pres
 		for i, se := range settles {
 			rec, _ := boards.get(se.Board)
 			settled[i] = rec.boot(se.Boot).Watermark
+		}
+		if !now.IsZero() {
+			if err := markSeen(tx.Bucket(bucketAdmin), slices.Collect(maps.Keys(boards.recs)), now); err != nil {
+				return err
+			}
 		}
 		return boards.flush()
 	})
@@ -565,8 +604,8 @@ func (c *boardCache) get(board string) (*BoardRecord, error) {
 	if r, ok := c.recs[board]; ok {
 		return r, nil
 	}
-	if board == "" || len(board) > 64 {
-		return nil, fmt.Errorf("board id %q: must be 1 to 64 bytes", board)
+	if err := validBoardID(board); err != nil {
+		return nil, err
 	}
 	r := &BoardRecord{}
 	if v := c.b.Get([]byte(board)); v != nil {

@@ -29,9 +29,12 @@ func press(board string, boot, seq uint32, c drivers.Colour, day Day) Press {
 	return Press{Board: board, Boot: boot, Seq: seq, Colour: c, Day: day}
 }
 
-func mustBook(tb testing.TB, s *Store, ps []Press, allow func(int, Press) bool) []Result {
+// bookTime is when the tests' presses are booked.
+var bookTime = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+func mustBook(tb testing.TB, s *Store, ps []Press, decide func(int, Press) Outcome) []Result {
 	tb.Helper()
-	res, _, _, err := s.Book(ps, nil, allow)
+	res, _, _, err := s.Book(bookTime, ps, nil, decide)
 	if err != nil {
 		tb.Fatalf("Book: %v", err)
 	}
@@ -74,7 +77,12 @@ func TestBookSuppressedIsAckedNotCounted(t *testing.T) {
 	s := mustOpen(t, "")
 	day := Day("2026-03-02")
 	res := mustBook(t, s, []Press{press("b1", 1, 1, drivers.Green, day), press("b1", 1, 2, drivers.Green, day)},
-		func(i int, p Press) bool { return i == 0 })
+		func(i int, p Press) Outcome {
+			if i == 0 {
+				return Counted
+			}
+			return Suppressed
+		})
 	if want := []Result{{Counted, 2}, {Suppressed, 2}}; !reflect.DeepEqual(res, want) {
 		t.Fatalf("Book = %v, want %v", res, want)
 	}
@@ -84,9 +92,9 @@ func TestBookSuppressedIsAckedNotCounted(t *testing.T) {
 		t.Fatalf("counted %d suppressed %d, want 1 and 1", n, boards["b1"].Suppressed)
 	}
 	// A resend of the suppressed press must not reach the limiter again.
-	res = mustBook(t, s, []Press{press("b1", 1, 2, drivers.Green, day)}, func(int, Press) bool {
-		t.Fatal("allow called for a duplicate")
-		return true
+	res = mustBook(t, s, []Press{press("b1", 1, 2, drivers.Green, day)}, func(int, Press) Outcome {
+		t.Fatal("decide called for a duplicate")
+		return Counted
 	})
 	if res[0].Outcome != Duplicate {
 		t.Fatalf("resend = %v, want duplicate", res[0])
@@ -114,7 +122,7 @@ func TestSettleAdvancesWatermark(t *testing.T) {
 	s := mustOpen(t, "")
 	// A board says it holds nothing up to 500 (this store was erased, say):
 	// the next press is 501 and must be acknowledged.
-	_, settled, _, err := s.Book(nil, []Settle{{Board: "b1", Boot: 9, Upto: 500}}, nil)
+	_, settled, _, err := s.Book(bookTime, nil, []Settle{{Board: "b1", Boot: 9, Upto: 500}}, nil)
 	if err != nil || settled[0] != 500 {
 		t.Fatalf("settle = %v, %v; want 500", settled, err)
 	}

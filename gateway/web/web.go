@@ -141,6 +141,13 @@ type Board struct {
 	Suppressed    uint64    `json:"suppressed"`
 	Reopens       uint64    `json:"reopens"`
 	LastError     string    `json:"last_error,omitempty"`
+	// Admin state: presses count only from an approved board that is
+	// neither disabled nor in test mode. Unapproved counts presses since
+	// start that were acknowledged but not counted for it.
+	Name       string `json:"name,omitempty"`
+	Approved   bool   `json:"approved"`
+	TestMode   bool   `json:"test_mode"`
+	Unapproved uint64 `json:"unapproved"`
 }
 
 // Clock says whether presses can be booked.

@@ -108,6 +108,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		logLevel   = fs.String("log-level", def.LogLevel, "debug, info, warn or error")
 		notBefore  = fs.String("clock-not-before", def.Clock.NotBefore, "a clock before this `date` is not set (presses wait)")
 		noLimits   = fs.Bool("no-abuse-limit", false, "count every press (disables the abuse limit; for tests and benchmarks)")
+		approveAll = fs.Bool("auto-approve-boards", def.Serial.AutoApprove, "count every board's presses without an admin approving the board on the page (development, tests, demos)")
 		region     = fs.String("region", def.Site.Region, "the office's `region` (voters are spread over regions)")
 		peerListen = fs.String("cluster-listen", def.Cluster.Listen, "`address` of the peer port (raft and RPC over mutual TLS)")
 		peerAdv    = fs.String("cluster-advertise", "", "`address` other offices dial for the peer port (default: derived from --cluster-listen)")
@@ -160,6 +161,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Cluster.GossipListen = *gossip
 		case "release-interval":
 			cfg.Release.Interval.Duration = *relEvery
+		case "auto-approve-boards":
+			cfg.Serial.AutoApprove = *approveAll
 		case "no-abuse-limit":
 			if *noLimits {
 				cfg.Limits.ButtonBurst, cfg.Limits.BoardBurst = 0, 0
