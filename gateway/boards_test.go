@@ -146,7 +146,7 @@ func TestBoardCountsOnlyOnceApproved(t *testing.T) {
 	if len(views) != 2 || views[0].ID != "old-board" || views[0].Connected || views[1].Name != "Lobby, by the lifts" {
 		t.Fatalf("BoardViews() = %+v, want old-board (Atrium), then %s (Lobby, by the lifts)", views, id)
 	}
-	_, body := get(t, g.URL()+"api/status")
+	_, body := getAuth(t, g, "api/status")
 	var st struct {
 		Boards []struct {
 			BoardID    string `json:"board_id"`
@@ -162,7 +162,7 @@ func TestBoardCountsOnlyOnceApproved(t *testing.T) {
 	if len(st.Boards) != 1 || st.Boards[0].Name != "Lobby, by the lifts" || !st.Boards[0].Approved || st.Boards[0].Unapproved != 6 {
 		t.Fatalf("/api/status boards = %+v, want the named, approved board with 6 uncounted presses", st.Boards)
 	}
-	if code, _ := get(t, g.URL()); code != 200 {
+	if code, _ := getAuth(t, g, ""); code != 200 {
 		t.Fatalf("GET / = %d", code)
 	}
 

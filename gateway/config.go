@@ -49,6 +49,22 @@ type Config struct {
 	Sim     SimConfig     `toml:"sim"`
 	Cluster ClusterConfig `toml:"cluster"`
 	Release ReleaseConfig `toml:"release"`
+	Web     WebConfig     `toml:"web"`
+}
+
+// WebConfig is how the UI is served. Plain HTTP (Config.Listen) serves
+// loopback clients and redirects everyone else to HTTPS.
+type WebConfig struct {
+	// HTTPSListen is the HTTPS address. Empty: Listen's host with port 443
+	// when Listen's port is 80, 8443 otherwise (0 stays 0, for tests);
+	// "off": no HTTPS (loopback development only).
+	HTTPSListen string `toml:"https_listen"`
+	// Hosts are extra names or addresses for the certificate (it always
+	// covers localhost, the hostname and the box's addresses when made).
+	Hosts []string `toml:"hosts"`
+	// MetricsToken lets scrapers outside the box read /metrics with
+	// "Authorization: Bearer <token>"; loopback needs none.
+	MetricsToken string `toml:"metrics_token"`
 }
 
 // ReleaseConfig says what leaves the cluster for the central index, and how
@@ -243,6 +259,14 @@ func (c Config) Validate() error {
 	if _, _, err := c.ReleaseRules(); err != nil {
 		errs = append(errs, err)
 	}
+	if h := c.Web.HTTPSListen; h != "" && h != "off" {
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			errs = append(errs, fmt.Errorf("web.https_listen %q: want host:port or off: %w", h, err))
+		}
+	}
+	if t := c.Web.MetricsToken; t != "" && len(t) < 16 {
+		errs = append(errs, errors.New("web.metrics_token: use at least 16 characters"))
+	}
 	if c.Release.Interval.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("release.interval %s: must be at least 1s", c.Release.Interval))
 	}
@@ -331,6 +355,38 @@ func (c Config) LimitConfig() intake.LimitConfig {
 
 // ClusterDir holds the pairing, the PKI and raft's data.
 func (c Config) ClusterDir() string { return filepath.Join(c.DataDir, "cluster") }
+
+// HTTPSListen resolves web.https_listen ("" when HTTPS is off).
+func (c Config) HTTPSListen() string {
+	switch c.Web.HTTPSListen {
+	case "off":
+		return ""
+	case "":
+		host, port, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return ""
+		}
+		switch port {
+		case "0":
+		case "80":
+			port = "443"
+		default:
+			port = "8443"
+		}
+		return net.JoinHostPort(host, port)
+	}
+	return c.Web.HTTPSListen
+}
+
+// AccountsPath is where the UI's accounts, sessions and audit log live.
+func (c Config) AccountsPath() string { return filepath.Join(c.DataDir, "accounts.db") }
+
+// WebTLSDir holds the UI's certificate and key.
+func (c Config) WebTLSDir() string { return filepath.Join(c.DataDir, "web") }
+
+// AdminSocket is the command line's way in: a unix socket only the daemon's
+// user can open.
+func (c Config) AdminSocket() string { return filepath.Join(c.DataDir, "admin.sock") }
 
 // StorePath is where the count store lives.
 func (c Config) StorePath() string { return filepath.Join(c.DataDir, "counts.db") }

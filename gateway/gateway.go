@@ -5,11 +5,14 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -18,9 +21,11 @@ import (
 	"github.com/pulsegate/pulsegate/cluster"
 	"github.com/pulsegate/pulsegate/drivers"
 	"github.com/pulsegate/pulsegate/drivers/fakeboard"
+	"github.com/pulsegate/pulsegate/gateway/accounts"
 	"github.com/pulsegate/pulsegate/gateway/intake"
 	"github.com/pulsegate/pulsegate/gateway/store"
 	"github.com/pulsegate/pulsegate/gateway/web"
+	"github.com/pulsegate/pulsegate/gateway/webtls"
 	"github.com/pulsegate/pulsegate/sync/upload"
 )
 
@@ -56,8 +61,17 @@ type Gateway struct {
 	cluster  *cluster.Cluster // nil until paired
 	releaser *upload.Releaser // with the cluster
 	web      *web.Server
-	ln       net.Listener
-	metrics  metrics
+	acc      *accounts.DB
+	tlsID    *webtls.Identity
+	ln       net.Listener // plain HTTP: loopback served, the rest redirected
+	tlsLn    net.Listener // HTTPS; nil when https_listen is "off"
+	sockLn   net.Listener // the admin socket for the command line
+
+	// mu guards what changes while running: the site settings (cfg.Site,
+	// loc), and the cluster and releaser, which start when the box is
+	// paired from the browser.
+	mu  sync.RWMutex
+	ctx context.Context // the gateway's lifetime, for what starts later
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -80,19 +94,27 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 	if opts.Discover == nil {
 		opts.Discover = drivers.DiscoverUSB
 	}
+	if err := cfg.ensureDataDir(); err != nil {
+		return nil, err
+	}
+	// What IT set in the browser wins over the file and the flags.
+	if err := loadSiteFile(&cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid site settings in %s:\n%w", cfg.sitePath(), err)
+	}
 	loc, _ := cfg.Location()
 	notBefore, _ := cfg.NotBefore()
 	g := &Gateway{cfg: cfg, opts: opts, log: opts.Logger, loc: loc}
 	ctx, g.cancel = context.WithCancel(ctx)
+	g.ctx = ctx
 	defer func() {
 		if err != nil {
 			g.Close()
 		}
 	}()
 
-	if err := cfg.ensureDataDir(); err != nil {
-		return nil, err
-	}
 	// The store comes first: without it nothing may be acknowledged.
 	if g.store, err = store.Open(cfg.StorePath()); err != nil {
 		return nil, err
@@ -138,24 +160,80 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 	if err := g.openCluster(ctx); err != nil {
 		return nil, err
 	}
-	g.metrics = g.newMetrics()
+	if err := g.startWeb(); err != nil {
+		return nil, err
+	}
+	g.log.Info("pulsegate is running", "url", g.URL(), "https", g.HTTPSURL(), "site", cfg.Site.Name, "time_zone", loc.String(), "store", g.store.Path())
+	return g, nil
+}
 
-	g.web = web.New(g, g.metrics, g.log)
-	g.ln = opts.Listener
+// startWeb opens the accounts, the UI's TLS identity and the listeners: plain
+// HTTP (loopback served, everyone else redirected to HTTPS), HTTPS, and the
+// admin socket for the command line.
+func (g *Gateway) startWeb() (err error) {
+	cfg := g.cfg
+	if g.acc, err = accounts.Open(cfg.AccountsPath(), accounts.Options{Now: g.opts.Now}); err != nil {
+		return err
+	}
+	var created bool
+	if g.tlsID, created, err = webtls.LoadOrCreate(cfg.WebTLSDir(), cfg.Web.Hosts, g.opts.Now()); err != nil {
+		return err
+	}
+	if created {
+		g.log.Warn("created this box's HTTPS certificate: compare its fingerprint with what the browser shows", "fingerprint", g.tlsID.Fingerprint())
+	}
+	g.web, err = web.New(web.Config{Backend: g, Accounts: g.acc, Metrics: g, MetricsToken: cfg.Web.MetricsToken, Logger: g.log})
+	if err != nil {
+		return err
+	}
+	h := g.web.Handler()
+	if https := cfg.HTTPSListen(); https != "" {
+		if g.tlsLn, err = net.Listen("tcp", https); err != nil {
+			return fmt.Errorf("listen on %s (https): %w", https, err)
+		}
+		tlsLn := tls.NewListener(g.tlsLn, g.tlsID.TLSConfig())
+		g.serve(tlsLn, h)
+	}
+	g.ln = g.opts.Listener
 	if g.ln == nil {
 		if g.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
+	plain := h
+	if g.tlsLn != nil {
+		_, port, _ := net.SplitHostPort(g.tlsLn.Addr().String())
+		plain = webtls.PlainHandler(h, port)
+	}
+	g.serve(g.ln, plain)
+	sock := cfg.AdminSocket()
+	os.Remove(sock) // a socket left by a crash; the store's lock already keeps a second daemon out
+	if g.sockLn, err = net.Listen("unix", sock); err != nil {
+		return fmt.Errorf("listen on the admin socket %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return fmt.Errorf("admin socket %s: %w", sock, err)
+	}
+	g.serve(g.sockLn, g.web.SocketHandler())
+	return nil
+}
+
+func (g *Gateway) serve(ln net.Listener, h http.Handler) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		if err := g.web.Serve(g.ln); err != nil {
+		if err := g.web.Serve(ln, h); err != nil {
 			g.log.Error("web server stopped", "err", err)
 		}
 	}()
-	g.log.Info("pulsegate is running", "url", g.URL(), "site", cfg.Site.Name, "time_zone", loc.String(), "store", g.store.Path())
-	return g, nil
+}
+
+// HTTPSURL is where the UI is served over HTTPS, "" when it is not.
+func (g *Gateway) HTTPSURL() string {
+	if g.tlsLn == nil {
+		return ""
+	}
+	return "https://" + g.tlsLn.Addr().String() + "/"
 }
 
 func (g *Gateway) wantSim() bool {
@@ -215,22 +293,24 @@ func (g *Gateway) SimDevice() string {
 	return g.sim.Path()
 }
 
-// WritePrometheus writes the metrics (for tests and the web server).
-func (g *Gateway) WritePrometheus(w io.Writer) { g.metrics.WritePrometheus(w) }
+// WritePrometheus writes the metrics (for tests and the web server). They
+// are gathered afresh each time: the cluster's join when the box is paired.
+func (g *Gateway) WritePrometheus(w io.Writer) { g.newMetrics().WritePrometheus(w) }
 
 // Status gathers what the page shows. Per-colour figures come only from
 // closed days: the store refuses anything else.
 func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 	now := g.opts.Now()
-	today := store.DayOf(now, g.loc)
+	site, loc := g.site()
+	today := store.DayOf(now, loc)
 	st := web.Status{
-		Site:      g.cfg.Site.Name,
-		TimeZone:  zoneName(g.loc, now),
+		Site:      site.Name,
+		TimeZone:  zoneName(loc, now),
 		Today:     string(today),
 		Simulated: g.sim != nil,
 		Clock: web.Clock{
 			Set:       g.intake.ClockSet(),
-			Now:       now.In(g.loc).Format("2006-01-02 15:04 MST"),
+			Now:       now.In(loc).Format("2006-01-02 15:04 MST"),
 			NotBefore: g.cfg.Clock.NotBefore,
 			Refused:   g.intake.Stats().ClockRefused,
 		},
@@ -284,9 +364,9 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 	if is.LastError != "" {
 		st.Problems = append(st.Problems, "Presses cannot be stored: "+is.LastError+". They stay on the boards and are retried.")
 	}
-	if g.cluster != nil {
-		st.Cluster = g.clusterStatus(now)
-		st.Index = g.indexStatus()
+	if c, r := g.replication(); c != nil {
+		st.Cluster = g.clusterStatus(c, now)
+		st.Index = g.indexStatus(c, r)
 		if st.Index.LastError != "" {
 			st.Problems = append(st.Problems, "Uploading to the index failed: "+st.Index.LastError+". Releases wait in the cluster and are retried.")
 		}
@@ -306,8 +386,11 @@ func (g *Gateway) Close() error {
 		var errs []error
 		if g.web != nil {
 			errs = append(errs, g.web.Close())
-		} else if g.ln != nil {
-			g.ln.Close()
+		}
+		for _, ln := range []net.Listener{g.ln, g.tlsLn, g.sockLn} {
+			if ln != nil {
+				ln.Close() // a no-op once the server has closed it
+			}
 		}
 		if g.cancel != nil {
 			g.cancel()
@@ -316,8 +399,8 @@ func (g *Gateway) Close() error {
 			errs = append(errs, g.boards.Close())
 		}
 		g.wg.Wait()
-		if g.cluster != nil {
-			errs = append(errs, g.cluster.Close())
+		if c, _ := g.replication(); c != nil {
+			errs = append(errs, c.Close())
 		}
 		if g.sim != nil {
 			errs = append(errs, g.sim.Close())
@@ -327,6 +410,9 @@ func (g *Gateway) Close() error {
 		}
 		if g.store != nil {
 			errs = append(errs, g.store.Close())
+		}
+		if g.acc != nil {
+			errs = append(errs, g.acc.Close())
 		}
 		g.closeErr = errors.Join(errs...)
 	})

@@ -89,11 +89,25 @@ func openGatewayWith(tb testing.TB, board *fakeboard.Board, now func() time.Time
 	return g
 }
 
-func get(tb testing.TB, url string) (int, string) {
+// getAuth GETs path from the gateway's page as its admin, setting the box
+// up first if nobody has.
+func getAuth(tb testing.TB, g *Gateway, path string) (int, string) {
 	tb.Helper()
-	resp, err := http.Get(url)
+	const email, password = "admin@example.com", "a test password"
+	if !g.acc.SetupDone() {
+		if _, err := g.acc.CreateFirstAdmin(email, password, []string{"example.com"}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	sess, err := g.acc.Login(email, password, "127.0.0.1")
 	if err != nil {
-		tb.Fatalf("GET %s: %v", url, err)
+		tb.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, g.URL()+path, nil)
+	req.AddCookie(&http.Cookie{Name: "pg_session", Value: sess.ID})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -137,7 +151,7 @@ func TestNoEndpointRevealsTodaysColours(t *testing.T) {
 		TodayTotal uint64                       `json:"today_total"`
 		ClosedDays []map[string]json.RawMessage `json:"closed_days"`
 	}
-	_, body := get(t, g.URL()+"api/status")
+	_, body := getAuth(t, g, "api/status")
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +168,7 @@ func TestNoEndpointRevealsTodaysColours(t *testing.T) {
 	eventCounters := regexp.MustCompile(`(?m)^pulsegate_store_commits_total .*$`)
 	colourWord := regexp.MustCompile(`(?i)\b(green|red|colou?r)\b`)
 	for _, path := range []string{"", "api/status", "healthz", "metrics"} {
-		code, body := get(t, g.URL()+path)
+		code, body := getAuth(t, g, path)
 		if code != http.StatusOK {
 			t.Fatalf("GET /%s = %d", path, code)
 		}
@@ -185,11 +199,11 @@ func TestClockNotSetIsShownAndNothingIsAcknowledged(t *testing.T) {
 	if st := board.Stats(); st.Acked != 0 || st.Pending != 1 {
 		t.Fatalf("board = %+v, want the press still pending", st)
 	}
-	code, page := get(t, g.URL())
+	code, page := getAuth(t, g, "")
 	if code != 200 || !strings.Contains(page, "The clock is not set") {
 		t.Fatalf("GET / = %d, want it to say the clock is not set:\n%s", code, page)
 	}
-	if code, _ := get(t, g.URL()+"healthz"); code != http.StatusServiceUnavailable {
+	if code, _ := getAuth(t, g, "healthz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("GET /healthz = %d with the clock unset, want 503", code)
 	}
 }
@@ -213,14 +227,14 @@ func TestCellsUnderFiveAreHidden(t *testing.T) {
 		t.Fatal(err)
 	}
 	day.set(time.Date(2026, 3, 3, 12, 0, 0, 0, time.UTC))
-	_, body := get(t, g.URL()+"api/status")
+	_, body := getAuth(t, g, "api/status")
 	if !strings.Contains(body, `"day": "2026-03-02",
       "green": "< 5",
       "red": 6,
       "total": 9`) {
 		t.Fatalf("want yesterday as green < 5, red 6, total 9:\n%s", body)
 	}
-	_, page := get(t, g.URL())
+	_, page := getAuth(t, g, "")
 	if !strings.Contains(page, "&lt; 5") {
 		t.Fatalf("the page does not show '< 5':\n%s", page)
 	}

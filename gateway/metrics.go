@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/pulsegate/pulsegate/cluster"
 	"github.com/pulsegate/pulsegate/sync/anon"
 	"github.com/pulsegate/pulsegate/sync/upload"
 )
@@ -114,18 +115,18 @@ func (g *Gateway) newMetrics() metrics {
 			}},
 	}
 	m := metrics{plain: ms}
-	if g.cluster != nil {
-		m.plain = append(m.plain, g.clusterMetrics()...)
-		m.labelled = g.clusterLabelled()
-		m.plain = append(m.plain, g.releaseMetrics()...)
-		m.labelled = append(m.labelled, g.ledgerLabelled()...)
+	if c, r := g.replication(); c != nil {
+		m.plain = append(m.plain, g.clusterMetrics(c)...)
+		m.labelled = g.clusterLabelled(c)
+		m.plain = append(m.plain, releaseMetrics(r)...)
+		m.labelled = append(m.labelled, ledgerLabelled(r)...)
 	}
 	return m
 }
 
 // clusterMetrics describe replication. Replicated presses are colour-blind
 // totals per office, like every other press figure here.
-func (g *Gateway) clusterMetrics() metricSet {
+func (g *Gateway) clusterMetrics(c *cluster.Cluster) metricSet {
 	b := func(v bool) float64 {
 		if v {
 			return 1
@@ -133,7 +134,7 @@ func (g *Gateway) clusterMetrics() metricSet {
 		return 0
 	}
 	st := func(f func(st clusterStatus) float64) func() float64 {
-		return func() float64 { return f(g.cluster.Status()) }
+		return func() float64 { return f(c.Status()) }
 	}
 	return metricSet{
 		{"pulsegate_cluster_leader_known", "1 when a leader is known.", "gauge",
@@ -156,10 +157,10 @@ func (g *Gateway) clusterMetrics() metricSet {
 
 // clusterLabelled: the role, and presses per office in the replicated state,
 // colour-blind like every other press figure here.
-func (g *Gateway) clusterLabelled() []labelled {
+func (g *Gateway) clusterLabelled(c *cluster.Cluster) []labelled {
 	return []labelled{
 		{"pulsegate_cluster_role", "1 for this box's raft role.", "gauge", func() []sample {
-			role := g.cluster.Status().Role
+			role := c.Status().Role
 			var out []sample
 			for _, r := range []string{"Leader", "Follower", "Candidate"} {
 				v := 0.0
@@ -172,7 +173,7 @@ func (g *Gateway) clusterLabelled() []labelled {
 		}},
 		{"pulsegate_replicated_presses_total", "Presses per office in the replicated state, all colours together.", "counter", func() []sample {
 			var out []sample
-			for _, sc := range g.cluster.Sites() {
+			for _, sc := range c.Sites() {
 				out = append(out, sample{label: "site", value: sc.Info.ID, v: float64(sc.Total())})
 			}
 			return out
@@ -182,9 +183,9 @@ func (g *Gateway) clusterLabelled() []labelled {
 
 // releaseMetrics describe what left, or waits to leave, for the index:
 // numbers of releases, never counts.
-func (g *Gateway) releaseMetrics() metricSet {
+func releaseMetrics(r *upload.Releaser) metricSet {
 	st := func(f func(s releaseStatus) float64) func() float64 {
-		return func() float64 { return f(g.releaser.Status()) }
+		return func() float64 { return f(r.Status()) }
 	}
 	return metricSet{
 		{"pulsegate_index_enrolled", "1 when the cluster is enrolled with the central index.", "gauge",
@@ -215,11 +216,11 @@ func (g *Gateway) releaseMetrics() metricSet {
 }
 
 // ledgerLabelled is the privacy-loss ledger per office and calendar year.
-func (g *Gateway) ledgerLabelled() []labelled {
+func ledgerLabelled(r *upload.Releaser) []labelled {
 	rows := func(f func(t anon.Total) float64) func() []sample {
 		return func() []sample {
 			var out []sample
-			for _, t := range g.releaser.Status().Ledger {
+			for _, t := range r.Status().Ledger {
 				out = append(out, sample{label: "site", value: t.Site, year: t.Year, v: f(t)})
 			}
 			return out

@@ -22,11 +22,12 @@ func (g *Gateway) openCluster(ctx context.Context) error {
 		return nil
 	}
 	cc := g.cfg.Cluster
+	site, loc := g.site()
 	c, err := cluster.Open(ctx, cluster.Config{
 		Dir:             g.cfg.ClusterDir(),
-		Name:            g.cfg.Site.Name,
-		Region:          g.cfg.Site.Region,
-		TimeZone:        g.loc.String(),
+		Name:            site.Name,
+		Region:          site.Region,
+		TimeZone:        loc.String(),
 		Listen:          cc.Listen,
 		Advertise:       cc.Advertise,
 		GossipListen:    cc.GossipListen,
@@ -44,26 +45,30 @@ func (g *Gateway) openCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.cluster = c
 	rules, kind, err := g.cfg.ReleaseRules()
 	if err != nil {
+		c.Close()
 		return err // Validate already refused this
 	}
-	g.releaser, err = upload.New(upload.Config{
+	r, err := upload.New(upload.Config{
 		Rules: rules, Kind: kind, Interval: g.cfg.Release.Interval.Duration,
 		Now: g.opts.Now, Logger: g.log,
 	}, c)
 	if err != nil {
+		c.Close()
 		return err
 	}
+	g.mu.Lock()
+	g.cluster, g.releaser = c, r
+	g.mu.Unlock()
 	g.wg.Add(2)
 	go func() {
 		defer g.wg.Done()
-		g.publishLoop(ctx)
+		g.publishLoop(ctx, c)
 	}()
 	go func() {
 		defer g.wg.Done()
-		g.releaser.Run(ctx)
+		r.Run(ctx)
 	}()
 	return nil
 }
@@ -73,7 +78,8 @@ func (g *Gateway) openCluster(ctx context.Context) error {
 // the customer, and the credential is replicated so that whichever office
 // leads can upload. The index's key is pinned from the token.
 func (g *Gateway) EnrolIndex(ctx context.Context, token string) (string, error) {
-	if g.cluster == nil {
+	c, _ := g.replication()
+	if c == nil {
 		return "", errors.New("this box is not paired: run `pulsegate init` first (a single office is a cluster of one)")
 	}
 	tok, err := index.ParseEnrolToken(strings.TrimSpace(token))
@@ -82,11 +88,12 @@ func (g *Gateway) EnrolIndex(ctx context.Context, token string) (string, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cred, err := index.Enrol(ctx, tok, g.cfg.Site.Name)
+	site, _ := g.site()
+	cred, err := index.Enrol(ctx, tok, site.Name)
 	if err != nil {
 		return "", err
 	}
-	err = g.cluster.Enrol(ctx, cluster.IndexEnrolment{
+	err = c.Enrol(ctx, cluster.IndexEnrolment{
 		URL: cred.URL, Pin: cred.Pin, Customer: cred.Customer, CertPEM: cred.CertPEM, KeyPEM: cred.KeyPEM,
 	})
 	if err != nil {
@@ -97,10 +104,10 @@ func (g *Gateway) EnrolIndex(ctx context.Context, token string) (string, error) 
 
 // indexStatus shows the index enrolment and the privacy-loss ledger:
 // numbers of releases and ε, never counts.
-func (g *Gateway) indexStatus() *web.IndexStatus {
-	st := g.releaser.Status()
+func (g *Gateway) indexStatus(c *cluster.Cluster, r *upload.Releaser) *web.IndexStatus {
+	st := r.Status()
 	names := map[string]string{}
-	for _, sc := range g.cluster.Sites() {
+	for _, sc := range c.Sites() {
 		names[sc.Info.ID] = sc.Info.Name
 	}
 	is := &web.IndexStatus{
@@ -122,7 +129,7 @@ func (g *Gateway) indexStatus() *web.IndexStatus {
 // days booked since the last push, at most every push interval. A failed
 // push keeps its days for the next round, so an office cut off from the
 // others keeps counting and catches up when it can.
-func (g *Gateway) publishLoop(ctx context.Context) {
+func (g *Gateway) publishLoop(ctx context.Context, c *cluster.Cluster) {
 	every := g.cfg.Cluster.PushInterval.Duration
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -130,7 +137,8 @@ func (g *Gateway) publishLoop(ctx context.Context) {
 	var lastToday store.Day
 	for {
 		now := g.opts.Now()
-		today := store.DayOf(now, g.loc)
+		_, loc := g.site()
+		today := store.DayOf(now, loc)
 		if lastToday != "" && today != lastToday {
 			// The day that closed is published again, now with colours.
 			g.store.MarkDirty(lastToday)
@@ -144,7 +152,7 @@ func (g *Gateway) publishLoop(ctx context.Context) {
 				days = g.store.TakeDirty()
 			}
 			if full || len(days) > 0 {
-				if err := g.publish(ctx, days, today); err != nil {
+				if err := g.publish(ctx, c, days, today); err != nil {
 					if ctx.Err() != nil {
 						return
 					}
@@ -163,7 +171,7 @@ func (g *Gateway) publishLoop(ctx context.Context) {
 	}
 }
 
-func (g *Gateway) publish(ctx context.Context, days []store.Day, today store.Day) error {
+func (g *Gateway) publish(ctx context.Context, c *cluster.Cluster, days []store.Day, today store.Day) error {
 	sums, err := g.store.Summaries(days, today)
 	if err != nil {
 		return err
@@ -181,15 +189,16 @@ func (g *Gateway) publish(ctx context.Context, days []store.Day, today store.Day
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return g.cluster.Publish(pctx, v, out)
+	return c.Publish(pctx, v, out)
 }
 
 // CreateJoinToken creates a join token for a new office.
 func (g *Gateway) CreateJoinToken(ctx context.Context) (string, time.Time, error) {
-	if g.cluster == nil {
-		return "", time.Time{}, errors.New("this box is not paired: run `pulsegate init` first")
+	c, _ := g.replication()
+	if c == nil {
+		return "", time.Time{}, errors.New("this box is not paired: start or join an organisation first")
 	}
-	tok, exp, err := g.cluster.CreateToken(ctx)
+	tok, exp, err := c.CreateToken(ctx)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -198,8 +207,8 @@ func (g *Gateway) CreateJoinToken(ctx context.Context) (string, time.Time, error
 
 // clusterStatus shows every office from the local replica (a stale read:
 // the lag says how stale). Colours only of closed days, as everywhere.
-func (g *Gateway) clusterStatus(now time.Time) *web.ClusterStatus {
-	st := g.cluster.Status()
+func (g *Gateway) clusterStatus(c *cluster.Cluster, now time.Time) *web.ClusterStatus {
+	st := c.Status()
 	cs := &web.ClusterStatus{
 		SiteID:       st.SiteID,
 		Role:         st.Role,
@@ -220,7 +229,7 @@ func (g *Gateway) clusterStatus(now time.Time) *web.ClusterStatus {
 	for _, m := range st.Members {
 		alive[m.SiteID] = m.Alive
 	}
-	for _, sc := range g.cluster.Sites() {
+	for _, sc := range c.Sites() {
 		o := web.Office{
 			SiteID: sc.Info.ID, Name: sc.Info.Name, Region: sc.Info.Region,
 			Self: sc.Info.ID == st.SiteID, Voter: voter[sc.Info.ID], Member: inRaft[sc.Info.ID],

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -161,6 +162,36 @@ func (p *proc) stop(tb testing.TB) {
 	case <-time.After(15 * time.Second):
 		tb.Fatalf("pulsegate did not stop within 15s of SIGTERM\n%s", p.logs)
 	}
+}
+
+// boxStatus reads /api/status through the admin socket in dataDir, as the
+// command line does: over HTTP the status needs a signed-in person.
+func boxStatus(tb testing.TB, dataDir string, v any) {
+	tb.Helper()
+	if err := boxStatusErr(dataDir, v); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func boxStatusErr(dataDir string, v any) error {
+	sock := filepath.Join(dataDir, "admin.sock")
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://box/api/status")
+	if err != nil {
+		return fmt.Errorf("GET /api/status through %s: %w", sock, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return fmt.Errorf("GET /api/status: %s: %s", resp.Status, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("decode /api/status: %w", err)
+	}
+	return nil
 }
 
 func getJSON(tb testing.TB, url string, v any) {

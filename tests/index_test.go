@@ -78,8 +78,9 @@ func TestDemoClusterReleasesAClosedMonthToTheIndexAndHQPullsIt(t *testing.T) {
 	})
 	dp, _ := startAndWaitFor(t, demo, regexp.MustCompile(`offices of customer "demo" are running`), 2*time.Minute)
 	office := fmt.Sprintf("http://127.0.0.1:%d", basePort)
+	officeDir := filepath.Join(dir, "demo", "lisbon")
 
-	if out := runCLI(t, "enrol", "--url", office, token); !strings.Contains(out, `customer "demo"`) {
+	if out := runCLI(t, "enrol", "--data-dir", officeDir, token); !strings.Contains(out, `customer "demo"`) {
 		t.Fatalf("enrol said %q", out)
 	}
 
@@ -100,7 +101,7 @@ func TestDemoClusterReleasesAClosedMonthToTheIndexAndHQPullsIt(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		st = status{}
-		getJSON(t, office+"/api/status", &st)
+		boxStatus(t, officeDir, &st)
 		if st.Index != nil && st.Index.Enrolled && st.Index.Released == 3 && st.Index.Pending == 0 {
 			break
 		}

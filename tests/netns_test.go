@@ -4,22 +4,15 @@ package tests
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pulsegate/pulsegate/drivers"
 	"github.com/pulsegate/pulsegate/drivers/fakeboard"
@@ -85,7 +78,7 @@ func TestOfficeCutOffConverges(t *testing.T) {
 	})
 	logf("office 1 started and leads")
 	for _, o := range []*office{o2, o3} {
-		tok := createToken(t, bin, o1.ns)
+		tok := createToken(t, bin, o1.ns, o1.dataDir)
 		o.join(t, bin, tok)
 		o.start(t, bin)
 		logf("%s joined and started", o.name)
@@ -281,7 +274,6 @@ type office struct {
 	dataDir string
 	config  string
 	board   *fakeboard.Board
-	client  *http.Client
 	p       *proc
 }
 
@@ -314,9 +306,6 @@ push_interval = "300ms"
 	}
 	tb.Cleanup(func() { b.Close() })
 	o.board = b
-	tr := &http.Transport{DialContext: dialInNetns(o.ns), DisableKeepAlives: true}
-	o.client = &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	tb.Cleanup(tr.CloseIdleConnections)
 	return o
 }
 
@@ -355,11 +344,11 @@ func (o *office) join(tb testing.TB, bin, token string) {
 }
 
 // createToken asks the running office in ns for a join token.
-func createToken(tb testing.TB, bin, ns string) string {
+func createToken(tb testing.TB, bin, ns, dataDir string) string {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, bin, "token", "create", "--url", "http://"+netnsHTTPAddr)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, bin, "token", "create", "--data-dir", dataDir)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -371,49 +360,6 @@ func createToken(tb testing.TB, bin, ns string) string {
 		tb.Fatalf("pulsegate token create printed %q, want one token", out)
 	}
 	return tok
-}
-
-// dialInNetns returns a dialer whose sockets live in the network namespace
-// ns: each dial runs on an OS thread moved into ns, and a socket stays in
-// the namespace it was created in whichever thread uses it later. The
-// thread is never moved back: its goroutine ends locked, so the runtime
-// discards the thread instead of reusing it elsewhere.
-func dialInNetns(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			fd, err := unix.Open(filepath.Join("/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				ch <- result{err: fmt.Errorf("open namespace %s: %w", ns, err)}
-				return
-			}
-			err = unix.Setns(fd, unix.CLONE_NEWNET)
-			unix.Close(fd)
-			if err != nil {
-				ch <- result{err: fmt.Errorf("enter namespace %s: %w", ns, err)}
-				return
-			}
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			ch <- result{c, err}
-		}()
-		select {
-		case r := <-ch:
-			return r.c, r.err
-		case <-ctx.Done():
-			go func() { // close a connection that arrives too late
-				if r := <-ch; r.c != nil {
-					r.c.Close()
-				}
-			}()
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // officeStatus is the part of /api/status (gateway/web.Status) this test
@@ -472,17 +418,8 @@ func (s officeStatus) clusterSummary() string {
 // status reads the office's /api/status from inside its namespace.
 func (o *office) status() (officeStatus, error) {
 	var st officeStatus
-	resp, err := o.client.Get("http://" + netnsHTTPAddr + "/api/status")
-	if err != nil {
+	if err := boxStatusErr(o.dataDir, &st); err != nil {
 		return st, fmt.Errorf("%s: %w", o.name, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
-		return st, fmt.Errorf("%s: GET /api/status: %s: %s", o.name, resp.Status, b)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("%s: decode /api/status: %w", o.name, err)
 	}
 	return st, nil
 }

@@ -61,6 +61,7 @@ type Intake struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	loc    atomic.Pointer[time.Location] // the office's zone: a press's day
 
 	// The committer's copy of the store's board admin state, current as of
 	// store.AdminVersion() == adminVer. Only the committer touches them.
@@ -150,6 +151,7 @@ func New(cfg Config) (*Intake, error) {
 		boardStats: map[string]*BoardStats{},
 	}
 	in.stats.clockUnset.Store(cfg.Now().Before(cfg.NotBefore))
+	in.loc.Store(cfg.Location)
 	return in, nil
 }
 
@@ -200,11 +202,19 @@ func (in *Intake) SubmitPress(p drivers.Press, ack func(seq uint32)) {
 			Boot:   p.Boot,
 			Seq:    p.Seq,
 			Colour: p.Colour,
-			Day:    store.DayOf(pressed, in.cfg.Location),
+			Day:    store.DayOf(pressed, in.loc.Load()),
 		},
 		pressed: pressed,
 		ack:     ack,
 	})
+}
+
+// SetLocation changes the office's time zone for presses submitted from now
+// on; days already booked keep the zone they were booked in.
+func (in *Intake) SetLocation(loc *time.Location) {
+	if loc != nil {
+		in.loc.Store(loc)
+	}
 }
 
 // SubmitHeartbeat records that the board holds nothing at or below

@@ -217,3 +217,36 @@ func TestOpenStoreFromBeforeBoardAdmin(t *testing.T) {
 		t.Fatalf("BoardAdmins() = %+v, want old-1 approved", a)
 	}
 }
+
+func TestEraseCountsKeepsDedupeState(t *testing.T) {
+	s := mustOpen(t, "")
+	day := Day("2026-03-02")
+	p := press("b1", 1, 1, drivers.Green, day)
+	if _, _, _, err := s.Book(time.Now(), []Press{p}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if first, ok, err := s.FirstDay(); err != nil || !ok || first != day {
+		t.Fatalf("FirstDay = %q %v %v", first, ok, err)
+	}
+	n, err := s.EraseCounts()
+	if err != nil || n != 1 {
+		t.Fatalf("EraseCounts = %d, %v; want 1 day", n, err)
+	}
+	if total, _ := s.TotalCounted(); total != 0 {
+		t.Fatalf("%d presses left after erasure", total)
+	}
+	if _, ok, _ := s.FirstDay(); ok {
+		t.Fatal("a first day after erasure")
+	}
+	// The same press resent is still a duplicate: it does not come back.
+	res, _, _, err := s.Book(time.Now(), []Press{p}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Outcome != Duplicate {
+		t.Fatalf("resent press after erasure: %v, want Duplicate", res[0])
+	}
+	if total, _ := s.TotalCounted(); total != 0 {
+		t.Fatalf("a resent press was counted after erasure")
+	}
+}

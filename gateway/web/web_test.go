@@ -1,34 +1,430 @@
 package web
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pulsegate/pulsegate/gateway/accounts"
 )
 
-// fakeSource returns a fixed Status. A fake is enough here: the server is a
-// pure renderer of whatever its Source says, and the gateway's own tests
-// drive the real Source end to end.
-type fakeSource struct {
-	st  Status
-	err error
+// fakeBackend stands in for the gateway: the server renders what its
+// Backend says and passes on what people do; the gateway's own tests and
+// the browser tests drive the real one end to end.
+type fakeBackend struct {
+	st       Status
+	site     SiteSettings
+	paired   bool
+	boards   []BoardRow
+	changes  []string
+	enrolled string
 }
 
-func (f fakeSource) Status(context.Context) (Status, error) { return f.st, f.err }
+func (f *fakeBackend) Status(context.Context) (Status, error) { return f.st, nil }
+func (f *fakeBackend) Site() SiteSettings                     { return f.site }
+func (f *fakeBackend) SetSite(_ context.Context, s SiteSettings) error {
+	if s.Name == "" {
+		return errors.New("site.name must be set")
+	}
+	f.site = s
+	return nil
+}
+func (f *fakeBackend) Paired() bool { return f.paired }
+func (f *fakeBackend) InitCluster(_ context.Context, customer string) error {
+	f.paired = true
+	return nil
+}
+func (f *fakeBackend) JoinCluster(_ context.Context, token string) error {
+	if token != "good" {
+		return errors.New("join token unknown")
+	}
+	f.paired = true
+	return nil
+}
+func (f *fakeBackend) CreateJoinToken(context.Context) (string, time.Time, error) {
+	return "pgj1.join-token-text", time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC), nil
+}
+func (f *fakeBackend) EnrolIndex(_ context.Context, token string) (string, error) {
+	if token != "pgi1.ok" {
+		return "", errors.New("token: not a Pulsegate enrolment token")
+	}
+	f.enrolled = token
+	return "acme", nil
+}
+func (f *fakeBackend) Boards() ([]BoardRow, error) { return f.boards, nil }
+func (f *fakeBackend) SetBoard(id string, c BoardChange) error {
+	if id != "hall-1" {
+		return errors.New("unknown board")
+	}
+	if c.Approve != nil {
+		f.changes = append(f.changes, "approve")
+		f.boards[0].Approved = *c.Approve
+	}
+	return nil
+}
+func (f *fakeBackend) Trend(int) ([]TrendPoint, error) {
+	return []TrendPoint{{"2026-W08", 30, 10}, {"2026-W09", 2, 1}}, nil
+}
+func (f *fakeBackend) ExportLocal(_ context.Context, create func(string) (io.Writer, error)) error {
+	w, err := create("office/export.json")
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, `{"closed_days":[]}`)
+	return err
+}
+func (f *fakeBackend) EraseLocal(context.Context) error { return nil }
+func (f *fakeBackend) TLSFingerprint() string           { return "AB:CD" }
 
 type fakeMetrics struct{}
 
 func (fakeMetrics) WritePrometheus(w io.Writer) { io.WriteString(w, "pulsegate_up 1\n") }
+
+// testUI is a server over a fake backend and real accounts.
+type testUI struct {
+	s   *Server
+	b   *fakeBackend
+	acc *accounts.DB
+	h   http.Handler
+}
+
+var fastArgon = accounts.ArgonParams{Time: 1, MemoryKiB: 64, Threads: 1, KeyLen: 32}
+
+func newUI(tb testing.TB, setup bool) *testUI {
+	tb.Helper()
+	acc, err := accounts.Open(filepath.Join(tb.TempDir(), "accounts.db"), accounts.Options{Argon: fastArgon})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { acc.Close() })
+	b := &fakeBackend{st: busyStatus(), site: SiteSettings{Name: "Berlin", Region: "eu-central", TimeZone: "Europe/Berlin"},
+		boards: []BoardRow{{ID: "hall-1", Connected: true}}}
+	s, err := New(Config{Backend: b, Accounts: acc, Metrics: fakeMetrics{}, MetricsToken: "metrics-token-0123456789"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	ui := &testUI{s: s, b: b, acc: acc, h: s.Handler()}
+	if setup {
+		if _, err := acc.CreateFirstAdmin("admin@example.com", "correct horse battery", []string{"example.com"}); err != nil {
+			tb.Fatal(err)
+		}
+		tok, err := acc.Invite("admin@example.com", "viewer@example.com", accounts.RoleViewer, time.Hour)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := acc.AcceptInvite(tok, "viewer password 1"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return ui
+}
+
+func (ui *testUI) session(tb testing.TB, email, password string) string {
+	tb.Helper()
+	sess, err := ui.acc.Login(email, password, "127.0.0.1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sess.ID
+}
+
+// req runs one request; form is a POST body, cookie a session id.
+func (ui *testUI) req(method, target string, form url.Values, cookie string, hdr ...string) *httptest.ResponseRecorder {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	r := httptest.NewRequest(method, target, body)
+	if form != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cookie != "" {
+		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: cookie})
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "RemoteAddr" {
+			r.RemoteAddr = hdr[i+1]
+			continue
+		}
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	ui.h.ServeHTTP(w, r)
+	return w
+}
+
+// concrete fills a route pattern's wildcards.
+func concrete(pattern string) (method, path string) {
+	method, path, _ = strings.Cut(pattern, " ")
+	path = strings.ReplaceAll(path, "{$}", "")
+	path = regexp.MustCompile(`\{[a-z]+\}`).ReplaceAllString(path, "x")
+	if strings.HasSuffix(path, "/static/") {
+		path += "app.css"
+	}
+	return method, path
+}
+
+// TestRouteTable walks every registered route: only login, first boot,
+// static assets, /healthz and loopback /metrics answer without a session;
+// admin routes refuse viewers; every state-changing route refuses a
+// cross-origin request.
+func TestRouteTable(t *testing.T) {
+	ui := newUI(t, true)
+	viewerID := ui.session(t, "viewer@example.com", "viewer password 1")
+	adminID := ui.session(t, "admin@example.com", "correct horse battery")
+	open := map[access]bool{public: true, setup: true}
+	seen := map[access]int{}
+	for _, rt := range ui.s.routes() {
+		seen[rt.access]++
+		method, path := concrete(rt.pattern)
+		t.Run(rt.pattern, func(t *testing.T) {
+			w := ui.req(method, path, url.Values{}, "", "RemoteAddr", "192.0.2.10:5555")
+			switch {
+			case rt.access == scraper:
+				if w.Code != http.StatusUnauthorized {
+					t.Errorf("from the LAN without a token: %d, want 401", w.Code)
+				}
+				if w := ui.req(method, path, nil, "", "RemoteAddr", "127.0.0.1:5555"); w.Code != http.StatusOK {
+					t.Errorf("from loopback: %d, want 200", w.Code)
+				}
+			case open[rt.access]:
+				if strings.Contains(w.Body.String(), "sign in first") || (w.Code == http.StatusSeeOther && strings.HasPrefix(w.Header().Get("Location"), "/login?")) {
+					t.Errorf("an open route asked for a session: %d %s", w.Code, w.Header().Get("Location"))
+				}
+			default:
+				loc := w.Header().Get("Location")
+				if !(w.Code == http.StatusUnauthorized || w.Code == http.StatusSeeOther && strings.HasPrefix(loc, "/login")) {
+					t.Errorf("without a session: %d %q, want 401 or a redirect to /login", w.Code, loc)
+				}
+			}
+			if rt.access == admin {
+				if w := ui.req(method, path, url.Values{}, viewerID); w.Code != http.StatusForbidden {
+					t.Errorf("as a viewer: %d, want 403", w.Code)
+				}
+			}
+			if method == http.MethodPost {
+				w := ui.req(method, path, url.Values{}, adminID, "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example")
+				if w.Code != http.StatusForbidden {
+					t.Errorf("cross-origin POST: %d, want 403", w.Code)
+				}
+			}
+		})
+	}
+	for _, a := range []access{public, setup, viewer, admin, scraper} {
+		if seen[a] == 0 {
+			t.Errorf("no route with access %s: the table changed shape", a)
+		}
+	}
+}
+
+func TestFirstBootCreatesAdminAndSignsIn(t *testing.T) {
+	ui := newUI(t, false)
+	if w := ui.req("GET", "/", nil, ""); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/setup" {
+		t.Fatalf("GET / before setup: %d %q, want a redirect to /setup", w.Code, w.Header().Get("Location"))
+	}
+	if w := ui.req("GET", "/setup", nil, ""); w.Code != 200 || !strings.Contains(w.Body.String(), "Set up this box") {
+		t.Fatalf("GET /setup: %d", w.Code)
+	}
+	form := url.Values{"email": {"it@gmail.com"}, "password": {"a long enough pass"}, "password2": {"a long enough pass"},
+		"domains": {"example.com"}, "site": {"Lisbon"}, "region": {"eu-west"}, "tz": {"Europe/Lisbon"}}
+	w := ui.req("POST", "/setup", form, "")
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "free-mail") {
+		t.Fatalf("setup with a gmail address: %d, want 400 saying free-mail:\n%s", w.Code, w.Body)
+	}
+	form.Set("email", "it@other.org")
+	if w := ui.req("POST", "/setup", form, ""); w.Code != http.StatusBadRequest {
+		t.Fatalf("setup with an address outside the domains: %d, want 400", w.Code)
+	}
+	form.Set("email", "it@example.com")
+	form.Set("password2", "something else entirely")
+	if w := ui.req("POST", "/setup", form, ""); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "not the same") {
+		t.Fatalf("setup with mismatched passwords: %d", w.Code)
+	}
+	form.Set("password2", "a long enough pass")
+	w = ui.req("POST", "/setup", form, "")
+	if w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/pair") {
+		t.Fatalf("setup: %d %q, want a redirect to /pair", w.Code, w.Header().Get("Location"))
+	}
+	var cookie *http.Cookie
+	for _, c := range w.Result().Cookies() {
+		if c.Name == sessionCookie {
+			cookie = c
+		}
+	}
+	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("session cookie = %+v", cookie)
+	}
+	if ui.b.site.Name != "Lisbon" || ui.b.site.TimeZone != "Europe/Lisbon" {
+		t.Fatalf("site = %+v", ui.b.site)
+	}
+	if w := ui.req("GET", "/setup", nil, ""); w.Code != http.StatusSeeOther {
+		t.Fatalf("setup a second time: %d, want a redirect", w.Code)
+	}
+	// Start the organisation from the browser.
+	if w := ui.req("POST", "/pair/init", url.Values{"customer": {"acme"}}, cookie.Value); w.Code != http.StatusSeeOther || !ui.b.paired {
+		t.Fatalf("pair/init: %d paired=%v", w.Code, ui.b.paired)
+	}
+}
+
+func TestLoginLockoutAndLogout(t *testing.T) {
+	ui := newUI(t, true)
+	for i := range 5 {
+		w := ui.req("POST", "/login", url.Values{"email": {"admin@example.com"}, "password": {"wrong password!"}}, "", "RemoteAddr", "192.0.2.7:1000")
+		if i < 4 && w.Code != http.StatusUnauthorized {
+			t.Fatalf("failed login %d: %d, want 401", i, w.Code)
+		}
+	}
+	w := ui.req("POST", "/login", url.Values{"email": {"admin@example.com"}, "password": {"correct horse battery"}}, "", "RemoteAddr", "192.0.2.7:1000")
+	if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), "Too many failed sign-ins") {
+		t.Fatalf("right password while locked out: %d, want 429", w.Code)
+	}
+	entries, _ := ui.acc.AuditLog(0)
+	var failed int
+	for _, e := range entries {
+		if e.Action == "login-failed" {
+			failed++
+		}
+		if strings.Contains(e.Detail, "wrong password!") || strings.Contains(e.Detail, "correct horse") {
+			t.Fatalf("a password reached the audit log: %+v", e)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("failed logins are not in the audit log")
+	}
+
+	ui2 := newUI(t, true)
+	w = ui2.req("POST", "/login", url.Values{"email": {"viewer@example.com"}, "password": {"viewer password 1"}, "next": {"//evil.example/x"}}, "")
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" {
+		t.Fatalf("login with an off-site next: %d %q, want a redirect to /", w.Code, w.Header().Get("Location"))
+	}
+	cookie := w.Result().Cookies()[0].Value
+	if w := ui2.req("GET", "/", nil, cookie); w.Code != 200 {
+		t.Fatalf("dashboard after login: %d", w.Code)
+	}
+	if w := ui2.req("POST", "/logout", url.Values{}, cookie); w.Code != http.StatusSeeOther {
+		t.Fatalf("logout: %d", w.Code)
+	}
+	if w := ui2.req("GET", "/", nil, cookie); w.Code != http.StatusSeeOther {
+		t.Fatalf("dashboard after logout: %d, want a redirect to /login", w.Code)
+	}
+}
+
+func TestMetricsNeedTheTokenFromOutside(t *testing.T) {
+	ui := newUI(t, true)
+	if w := ui.req("GET", "/metrics", nil, "", "RemoteAddr", "192.0.2.9:9", "Authorization", "Bearer wrong"); w.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d", w.Code)
+	}
+	if w := ui.req("GET", "/metrics", nil, "", "RemoteAddr", "192.0.2.9:9", "Authorization", "Bearer metrics-token-0123456789"); w.Code != 200 || !strings.Contains(w.Body.String(), "pulsegate_up") {
+		t.Fatalf("right token: %d", w.Code)
+	}
+}
+
+func TestBoardApprovalAndEnrolmentFromTheBrowser(t *testing.T) {
+	ui := newUI(t, true)
+	ui.b.paired = true
+	admin := ui.session(t, "admin@example.com", "correct horse battery")
+	w := ui.req("GET", "/boards", nil, admin)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "not approved") {
+		t.Fatalf("boards page: %d", w.Code)
+	}
+	w = ui.req("POST", "/boards/hall-1", url.Values{"action": {"approve"}}, admin)
+	if w.Code != http.StatusSeeOther || !ui.b.boards[0].Approved {
+		t.Fatalf("approve: %d approved=%v", w.Code, ui.b.boards[0].Approved)
+	}
+	if w := ui.req("POST", "/boards/nope", url.Values{"action": {"approve"}}, admin); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "unknown board") {
+		t.Fatalf("approve an unknown board: %d", w.Code)
+	}
+	if w := ui.req("POST", "/index/enrol", url.Values{"token": {"junk"}}, admin); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "Enrolment failed") {
+		t.Fatalf("enrol with junk: %d", w.Code)
+	}
+	if w := ui.req("POST", "/index/enrol", url.Values{"token": {"pgi1.ok"}}, admin); w.Code != http.StatusSeeOther || ui.b.enrolled != "pgi1.ok" {
+		t.Fatalf("enrol: %d", w.Code)
+	}
+	w = ui.req("POST", "/offices/token", url.Values{}, admin)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "pgj1.join-token-text") || !strings.Contains(w.Body.String(), "<svg") {
+		t.Fatalf("join token page: %d, want the token and its QR code", w.Code)
+	}
+	entries, _ := ui.acc.AuditLog(0)
+	actions := map[string]bool{}
+	for _, e := range entries {
+		actions[e.Action] = true
+	}
+	for _, a := range []string{"board-approved", "index-enrol", "office-token"} {
+		if !actions[a] {
+			t.Errorf("audit log lacks %q: %v", a, actions)
+		}
+	}
+}
+
+func TestPagesLoadNothingFromAnywhere(t *testing.T) {
+	ui := newUI(t, true)
+	ui.b.paired = true
+	admin := ui.session(t, "admin@example.com", "correct horse battery")
+	for _, hostile := range []bool{false, true} {
+		bad := []string{"<script", "http://", "https://", "style="}
+		if hostile {
+			// Markup and URLs in every string: they must arrive as text.
+			ui.b.st = hostileStatus()
+			bad = []string{"<script", "<img", "<a href=//evil", "style="}
+		}
+		for _, path := range []string{"/", "/boards", "/offices", "/index", "/users", "/audit", "/rights", "/settings", "/account", "/pair"} {
+			w := ui.req("GET", path, nil, admin)
+			if w.Code != 200 {
+				t.Errorf("GET %s: %d", path, w.Code)
+				continue
+			}
+			page := w.Body.String()
+			for _, bad := range bad {
+				if strings.Contains(page, bad) {
+					t.Errorf("GET %s contains %q", path, bad)
+				}
+			}
+			csp := w.Header().Get("Content-Security-Policy")
+			if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+				t.Errorf("GET %s: CSP %q", path, csp)
+			}
+		}
+	}
+}
+
+func TestDashboardShowsTodayColourBlind(t *testing.T) {
+	ui := newUI(t, true)
+	viewer := ui.session(t, "viewer@example.com", "viewer password 1")
+	page := ui.req("GET", "/", nil, viewer).Body.String()
+	for _, want := range []string{"1234", "&lt; 5", "Weekly green share", "75 % green of 40 presses", "fewer than 5 presses"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("dashboard lacks %q", want)
+		}
+	}
+}
+
+func TestSocketEnrol(t *testing.T) {
+	ui := newUI(t, true)
+	h := ui.s.SocketHandler()
+	r := httptest.NewRequest("POST", "/api/index/enrol", strings.NewReader(`{"token":"pgi1.ok"}`))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"acme"`) {
+		t.Fatalf("enrol over the socket: %d %s", w.Code, w.Body)
+	}
+	for _, body := range []string{``, `{}`, `not json`} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("POST", "/api/index/enrol", strings.NewReader(body)))
+		if w.Code != http.StatusBadRequest {
+			t.Errorf("enrol with %q: %d, want 400", body, w.Code)
+		}
+	}
+}
 
 // busyStatus exercises every branch of the page: clock unset, simulated
 // board, problems, closed days on both sides of MinShown, boards.
@@ -65,21 +461,6 @@ func hostileStatus() Status {
 	return st
 }
 
-func newServer(tb testing.TB, src Source) *Server {
-	tb.Helper()
-	s := New(src, fakeMetrics{}, nil)
-	tb.Cleanup(func() { s.Close() })
-	return s
-}
-
-// do runs one request through the handler.
-func do(tb testing.TB, s *Server, method, target string) *httptest.ResponseRecorder {
-	tb.Helper()
-	w := httptest.NewRecorder()
-	s.Handler().ServeHTTP(w, httptest.NewRequest(method, target, nil))
-	return w
-}
-
 func TestCell(t *testing.T) {
 	tests := []struct {
 		c        Cell
@@ -104,394 +485,5 @@ func TestCell(t *testing.T) {
 				t.Errorf("Cell(%d).MarshalJSON() = %s, %v; want %s", uint64(tt.c), got, err, tt.jsonText)
 			}
 		})
-	}
-}
-
-// TestStatusJSON: the API writes "< 5" as it reads, not as "\u003c 5".
-func TestStatusJSON(t *testing.T) {
-	s := newServer(t, fakeSource{st: busyStatus()})
-	w := do(t, s, "GET", "/api/status")
-	if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/json" {
-		t.Fatalf("GET /api/status = %d %q", w.Code, w.Header().Get("Content-Type"))
-	}
-	body := w.Body.String()
-	for _, want := range []string{`"green": "< 5"`, `"red": 17`, `"red": "< 5"`, `"today_total": 1234`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("GET /api/status lacks %s:\n%s", want, body)
-		}
-	}
-	if strings.Contains(body, `\u003c`) {
-		t.Errorf("GET /api/status escapes '<':\n%s", body)
-	}
-	var back struct {
-		ClosedDays []map[string]any `json:"closed_days"`
-	}
-	if err := json.Unmarshal(w.Body.Bytes(), &back); err != nil {
-		t.Fatalf("GET /api/status is not JSON: %v", err)
-	}
-	if got := back.ClosedDays[1]["green"]; got != 5.0 {
-		t.Errorf("closed_days[1].green = %v, want the number 5", got)
-	}
-}
-
-func TestIndexRendersStatus(t *testing.T) {
-	s := newServer(t, fakeSource{st: busyStatus()})
-	w := do(t, s, "GET", "/")
-	if w.Code != http.StatusOK || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") {
-		t.Fatalf("GET / = %d %q", w.Code, w.Header().Get("Content-Type"))
-	}
-	page := w.Body.String()
-	for _, want := range []string{
-		"<title>Pulsegate · Berlin office</title>",
-		"Berlin office · Europe/Berlin",
-		`<div class="total" id="today-total">1234</div>`,
-		"Today · 2026-03-03",
-		`<tr><td>2026-03-01</td><td class="num g">&lt; 5</td><td class="num r">17</td><td class="num">20</td></tr>`,
-		`<tr><td>2026-03-02</td><td class="num g">5</td><td class="num r">&lt; 5</td><td class="num">9</td></tr>`,
-		"The clock is not set",
-		"7 press frames are waiting",
-		"Simulated board.",
-		"hall-1",
-		"09:15:00",
-		"open /dev/ttyACM1: no such device",
-	} {
-		if !strings.Contains(page, want) {
-			t.Errorf("GET / lacks %q", want)
-		}
-	}
-
-	w = do(t, newServer(t, fakeSource{st: Status{Site: "Quiet", Today: "2026-03-03", Clock: Clock{Set: true}, Healthy: true}}), "GET", "/")
-	for _, want := range []string{"No closed days yet.", "No board connected.", `id="today-total">0<`} {
-		if !strings.Contains(w.Body.String(), want) {
-			t.Errorf("GET / of an empty status lacks %q", want)
-		}
-	}
-	if strings.Contains(w.Body.String(), "The clock is not set") {
-		t.Error("GET / says the clock is not set although it is")
-	}
-}
-
-var (
-	tagRE = regexp.MustCompile(`<[a-zA-Z][^>]*>`)
-	// Attributes that load or navigate to a URL.
-	urlAttrRE = regexp.MustCompile(`(?i)\s(src|href|action|formaction|srcset|poster|background|ping|data|manifest|xmlns)\s*=`)
-)
-
-// TestPageLoadsNothingFromAnywhere: the page has no URL attribute at all,
-// so it can reference no other origin, whatever the status says.
-func TestPageLoadsNothingFromAnywhere(t *testing.T) {
-	for name, st := range map[string]Status{"busy": busyStatus(), "hostile": hostileStatus()} {
-		t.Run(name, func(t *testing.T) {
-			page := do(t, newServer(t, fakeSource{st: st}), "GET", "/").Body.String()
-			tags := tagRE.FindAllString(page, -1)
-			if len(tags) < 20 {
-				t.Fatalf("found only %d tags in the page:\n%s", len(tags), page)
-			}
-			for _, tag := range tags {
-				if m := urlAttrRE.FindString(tag); m != "" {
-					t.Errorf("tag %s has a URL attribute (%s)", tag, strings.TrimSpace(m))
-				}
-				if strings.HasPrefix(strings.ToLower(tag), "<script") || strings.HasPrefix(strings.ToLower(tag), "<link") {
-					t.Errorf("the page has %s", tag)
-				}
-			}
-			if name == "hostile" {
-				return // the hostile strings show, escaped, as text
-			}
-			for _, bad := range []string{"//", "url(", "url=", "@import"} {
-				if i := strings.Index(strings.ToLower(page), bad); i >= 0 {
-					t.Errorf("the page contains %q: …%s…", bad, page[max(0, i-40):min(len(page), i+40)])
-				}
-			}
-		})
-	}
-}
-
-func TestSecurityHeadersOnEveryResponse(t *testing.T) {
-	tests := []struct {
-		method, target string
-		src            Source
-		code           int
-	}{
-		{"GET", "/", fakeSource{st: busyStatus()}, http.StatusOK},
-		{"GET", "/api/status", fakeSource{st: busyStatus()}, http.StatusOK},
-		{"GET", "/healthz", fakeSource{st: Status{Healthy: true}}, http.StatusOK},
-		{"GET", "/metrics", fakeSource{}, http.StatusOK},
-		{"GET", "/nope", fakeSource{}, http.StatusNotFound},
-		{"POST", "/", fakeSource{}, http.StatusMethodNotAllowed},
-		{"GET", "/", fakeSource{err: errors.New("store closed")}, http.StatusServiceUnavailable},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s %s %d", tt.method, tt.target, tt.code), func(t *testing.T) {
-			w := do(t, newServer(t, tt.src), tt.method, tt.target)
-			if w.Code != tt.code {
-				t.Fatalf("%s %s = %d, want %d", tt.method, tt.target, w.Code, tt.code)
-			}
-			csp := w.Header().Get("Content-Security-Policy")
-			for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'"} {
-				if !strings.Contains(csp, want) {
-					t.Errorf("Content-Security-Policy = %q, want %s", csp, want)
-				}
-			}
-			for _, src := range strings.Split(csp, ";") {
-				if strings.Contains(src, "http") || strings.Contains(src, "*") {
-					t.Errorf("Content-Security-Policy allows another origin: %q", src)
-				}
-			}
-			if got := w.Header().Get("X-Content-Type-Options"); got != "nosniff" {
-				t.Errorf("X-Content-Type-Options = %q, want nosniff", got)
-			}
-			if got := w.Header().Get("Referrer-Policy"); got != "no-referrer" {
-				t.Errorf("Referrer-Policy = %q, want no-referrer", got)
-			}
-		})
-	}
-}
-
-func TestHealthz(t *testing.T) {
-	tests := []struct {
-		name string
-		st   Status
-		code int
-		want string
-	}{
-		{"healthy", Status{Healthy: true}, http.StatusOK, `{"healthy":true}`},
-		{"problems", Status{Problems: []string{"Presses cannot be stored: disk full."}}, http.StatusServiceUnavailable,
-			`{"healthy":false,"problems":["Presses cannot be stored: disk full."]}`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			w := do(t, newServer(t, fakeSource{st: tt.st}), "GET", "/healthz")
-			if w.Code != tt.code || strings.TrimSpace(w.Body.String()) != tt.want {
-				t.Fatalf("GET /healthz = %d %s, want %d %s", w.Code, w.Body, tt.code, tt.want)
-			}
-		})
-	}
-}
-
-func TestRouting(t *testing.T) {
-	s := newServer(t, fakeSource{st: Status{Healthy: true}})
-	tests := []struct {
-		method, target string
-		code           int
-	}{
-		{"GET", "/nope", http.StatusNotFound},
-		{"GET", "/index.html", http.StatusNotFound},
-		{"GET", "/api", http.StatusNotFound},
-		{"GET", "/api/status/x", http.StatusNotFound},
-		{"GET", "/healthz/", http.StatusNotFound},
-		{"GET", "/etc/passwd", http.StatusNotFound},
-		{"GET", "/templates/index.html", http.StatusNotFound},
-		{"POST", "/", http.StatusMethodNotAllowed},
-		{"PUT", "/api/status", http.StatusMethodNotAllowed},
-		{"DELETE", "/healthz", http.StatusMethodNotAllowed},
-		{"HEAD", "/", http.StatusOK},
-		{"GET", "/metrics", http.StatusOK},
-	}
-	for _, tt := range tests {
-		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
-			if w := do(t, s, tt.method, tt.target); w.Code != tt.code {
-				t.Fatalf("%s %s = %d, want %d", tt.method, tt.target, w.Code, tt.code)
-			}
-		})
-	}
-}
-
-func TestSourceErrorIs503(t *testing.T) {
-	s := newServer(t, fakeSource{err: errors.New("read store: database not open")})
-	for _, path := range []string{"/", "/api/status", "/healthz"} {
-		w := do(t, s, "GET", path)
-		if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "status unavailable: read store: database not open") {
-			t.Errorf("GET %s = %d %q, want 503 with the cause", path, w.Code, w.Body)
-		}
-	}
-}
-
-// serve runs s on a loopback listener until the test ends, and checks that
-// Serve then returns nil. It returns once s answers.
-func serve(tb testing.TB, s *Server) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	// An answer proves Serve has the listener: a Close before that returns
-	// at once, and the listener is closed only when Serve starts.
-	resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
-	if err != nil {
-		tb.Fatalf("server not answering: %v", err)
-	}
-	resp.Body.Close()
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-		select {
-		case err := <-errc:
-			if err != nil {
-				tb.Errorf("Serve after Close = %v, want nil", err)
-			}
-		case <-time.After(5 * time.Second):
-			tb.Error("Serve did not return after Close")
-		}
-	})
-	return ln.Addr().String()
-}
-
-// rawRequest writes b on a new connection and returns the response's status
-// code, or 0 if the server closed the connection without one.
-func rawRequest(tb testing.TB, addr string, b []byte) int {
-	tb.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	// The server may answer and close before reading all of b.
-	go c.Write(b)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			tb.Fatalf("no answer within 5s: %v", err)
-		}
-		return 0 // closed without an answer
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-func TestGarbageRequests(t *testing.T) {
-	s := New(fakeSource{st: busyStatus()}, fakeMetrics{}, nil)
-	addr := serve(t, s)
-	// A request line that never ends (a TLS hello, say) is not here: the
-	// server waits ReadHeaderTimeout (5s) for it and then closes.
-	tests := []struct {
-		name string
-		req  []byte
-		also int // an answer outside 4xx that is right too
-	}{
-		{"binary junk", []byte("\x00\xff\xfe\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"), 0},
-		{"binary junk without a line", append([]byte("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"), make([]byte, 20<<10)...), 0},
-		{"oversized header", []byte("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n"), 0},
-		{"many headers", []byte("GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-A: b\r\n", 4000) + "\r\n"), 0},
-		{"bad method", []byte("G@T / HTTP/1.1\r\nHost: x\r\n\r\n"), 0},
-		{"unknown method", []byte("BREW / HTTP/1.1\r\nHost: x\r\n\r\n"), 0},
-		{"bad version", []byte("GET / HTTP/9.9\r\nHost: x\r\n\r\n"), http.StatusHTTPVersionNotSupported},
-		{"no host", []byte("GET / HTTP/1.1\r\n\r\n"), 0},
-		{"bad target", []byte("GET \x7f HTTP/1.1\r\nHost: x\r\n\r\n"), 0},
-		{"header without colon", []byte("GET / HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n"), 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code := rawRequest(t, addr, tt.req)
-			t.Logf("answer: %d (0: closed)", code)
-			if code != 0 && code != tt.also && (code < 400 || code > 499) {
-				t.Fatalf("answered %d, want a 4xx or a closed connection", code)
-			}
-			resp, err := http.Get("http://" + addr + "/healthz")
-			if err != nil {
-				t.Fatalf("GET /healthz after %s: %v", tt.name, err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusServiceUnavailable { // busyStatus is unhealthy
-				t.Fatalf("GET /healthz after %s = %d, want 503", tt.name, resp.StatusCode)
-			}
-		})
-	}
-}
-
-func TestCloseAndServe(t *testing.T) {
-	t.Run("close twice", func(t *testing.T) {
-		s := New(fakeSource{}, fakeMetrics{}, nil)
-		addr := serve(t, s) // its cleanup closes once more and checks Serve's nil
-		if err := s.Close(); err != nil {
-			t.Fatalf("first Close: %v", err)
-		}
-		if err := s.Close(); err != nil {
-			t.Fatalf("second Close: %v", err)
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			t.Fatal("the listener still accepts after Close")
-		}
-	})
-	t.Run("close before serve", func(t *testing.T) {
-		s := New(fakeSource{}, fakeMetrics{}, nil)
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Serve(ln); err != nil {
-			t.Fatalf("Serve after Close = %v, want nil", err)
-		}
-		if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
-			c.Close()
-			t.Fatal("Serve after Close left the listener open")
-		}
-	})
-}
-
-// enrolSource is a Source that also enrols.
-type enrolSource struct {
-	fakeSource
-	got *string
-}
-
-func (e enrolSource) EnrolIndex(_ context.Context, token string) (string, error) {
-	*e.got = token
-	if token == "bad" {
-		return "", errors.New("token: not a Pulsegate enrolment token")
-	}
-	return "acme", nil
-}
-
-func TestEnrolEndpoint(t *testing.T) {
-	var got string
-	s := newServer(t, enrolSource{fakeSource{st: Status{Healthy: true}}, &got})
-	post := func(remote, body string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/api/index/enrol", strings.NewReader(body))
-		r.RemoteAddr = remote
-		w := httptest.NewRecorder()
-		s.Handler().ServeHTTP(w, r)
-		return w
-	}
-	if w := post("127.0.0.1:5000", `{"token":"pgi1.abc"}`); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"acme"`) || got != "pgi1.abc" {
-		t.Fatalf("enrol from loopback: %d %q (token %q)", w.Code, w.Body, got)
-	}
-	got = ""
-	if w := post("192.168.1.20:5000", `{"token":"pgi1.abc"}`); w.Code != http.StatusForbidden || got != "" {
-		t.Fatalf("enrol from the LAN: %d, token passed on %q", w.Code, got)
-	}
-	for _, body := range []string{``, `{}`, `not json`, `{"token":""}`} {
-		if w := post("127.0.0.1:5000", body); w.Code != http.StatusBadRequest {
-			t.Errorf("enrol with body %q: %d, want 400", body, w.Code)
-		}
-	}
-	if w := post("[::1]:5000", `{"token":"bad"}`); w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "not a Pulsegate enrolment token") {
-		t.Fatalf("refused enrolment: %d %q", w.Code, w.Body)
-	}
-}
-
-func TestIndexSectionShowsLedgerNotCounts(t *testing.T) {
-	st := busyStatus()
-	st.Index = &IndexStatus{Enrolled: true, Customer: "acme", URL: "https://index.example:8443", Released: 1, Pending: 0, BudgetExhausted: 2,
-		Ledger: []LedgerRow{{Site: "00000000000000aa", Name: "Lisbon", Year: 2026, Releases: 1, Epsilon: "0.5"}}}
-	page := do(t, newServer(t, fakeSource{st: st}), "GET", "/").Body.String()
-	for _, want := range []string{"Central index", "acme", "1 period released", "2 periods are held back", "Lisbon", "0.5"} {
-		if !strings.Contains(page, want) {
-			t.Errorf("page lacks %q", want)
-		}
-	}
-	st.Index = &IndexStatus{}
-	page = do(t, newServer(t, fakeSource{st: st}), "GET", "/").Body.String()
-	if !strings.Contains(page, "Not enrolled: nothing leaves this cluster") {
-		t.Error("an unenrolled cluster does not say that nothing leaves it")
 	}
 }

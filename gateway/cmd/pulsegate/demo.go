@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/pulsegate/pulsegate/cluster"
 	"github.com/pulsegate/pulsegate/gateway"
+	"github.com/pulsegate/pulsegate/gateway/accounts"
 )
 
 // demoOffice is one office of the demo.
@@ -24,6 +24,7 @@ type demoOffice struct {
 	name, region string
 	dir          string
 	http         string // 127.0.0.1:port of the page
+	https        string // 127.0.0.1:port of the page over HTTPS
 	peer, gossip string
 	cmd          *exec.Cmd
 	done         chan error
@@ -56,6 +57,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			name: names[i], region: regions[i],
 			dir:    filepath.Join(*dir, strings.ToLower(names[i])),
 			http:   fmt.Sprintf("127.0.0.1:%d", *basePort+i),
+			https:  fmt.Sprintf("127.0.0.1:%d", *basePort+100+i),
 			peer:   fmt.Sprintf("127.0.0.1:%d", 7400+10*i),
 			gossip: fmt.Sprintf("127.0.0.1:%d", 7401+10*i),
 		}
@@ -74,7 +76,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	for i, o := range offices {
 		if i > 0 && !cluster.Paired(clusterDir(o.dir)) {
-			tok, err := demoToken(ctx, first.http)
+			tok, err := demoToken(ctx, first.dir)
 			if err != nil {
 				return err
 			}
@@ -84,6 +86,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err != nil {
 				return fmt.Errorf("demo: pair %s: %w", o.name, err)
 			}
+		}
+		if err := demoAdmin(o.dir, o.name); err != nil {
+			return err
 		}
 		if err := o.start(self); err != nil {
 			return err
@@ -97,6 +102,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, o := range offices {
 		fmt.Fprintf(stdout, "  %-8s http://%s/   (log: %s.log)\n", o.name, o.http, o.dir)
 	}
+	fmt.Fprintf(stdout, "\nSign in as %s with the password %q (the same on every office).\n", demoEmail, demoPassword)
 	fmt.Fprintln(stdout, "\nEvery page lists every office. Press Ctrl-C to stop them all.")
 	for {
 		select {
@@ -129,7 +135,7 @@ func (o *demoOffice) start(self string) error {
 	if err != nil {
 		return err
 	}
-	o.cmd = exec.Command(self, "run", "--data-dir", o.dir, "--listen", o.http,
+	o.cmd = exec.Command(self, "run", "--data-dir", o.dir, "--listen", o.http, "--https-listen", o.https,
 		"--site-name", o.name, "--region", o.region,
 		"--cluster-listen", o.peer, "--gossip-listen", o.gossip,
 		"--sim", "on", "--sim-rate", "0.3",
@@ -159,7 +165,7 @@ func (o *demoOffice) waitLeader(ctx context.Context) error {
 				LeaderKnown bool `json:"leader_known"`
 			} `json:"cluster"`
 		}
-		if err := demoGet(ctx, "http://"+o.http+"/api/status", &st); err == nil && st.Cluster != nil && st.Cluster.LeaderKnown {
+		if err := demoGet(ctx, o.dir, &st); err == nil && st.Cluster != nil && st.Cluster.LeaderKnown {
 			return nil
 		}
 		select {
@@ -186,22 +192,45 @@ func (o *demoOffice) stop() {
 	}
 }
 
-func demoGet(ctx context.Context, url string, v any) error {
+func demoGet(ctx context.Context, dataDir string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
+	return askBox(ctx, dataDir, http.MethodGet, "/api/status", nil, v)
 }
 
-func demoToken(ctx context.Context, httpAddr string) (string, error) {
-	tok, _, err := createToken(ctx, "http://"+httpAddr)
+func demoToken(ctx context.Context, dataDir string) (string, error) {
+	tok, _, err := createToken(ctx, dataDir)
 	if err != nil {
 		return "", fmt.Errorf("demo: %w", err)
 	}
 	return tok, nil
+}
+
+// The demo's offices each get this admin, so that their pages can be opened
+// at once. A demo's data lives on this machine only.
+const (
+	demoEmail    = "admin@demo.example"
+	demoPassword = "pulsegate demo"
+)
+
+// demoAdmin sets an office up as the browser's first boot would: the demo
+// admin, and the site's settings.
+func demoAdmin(dataDir, name string) error {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = dataDir
+	acc, err := accounts.Open(cfg.AccountsPath(), accounts.Options{})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer acc.Close()
+	if acc.SetupDone() {
+		return nil
+	}
+	if _, err := acc.CreateFirstAdmin(demoEmail, demoPassword, []string{"demo.example"}); err != nil {
+		return fmt.Errorf("demo: set up %s: %w", name, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,8 +13,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/pulsegate/pulsegate/gateway"
 )
 
 // runEnrol serves `pulsegate enrol <token>`: the running box enrols the
@@ -21,37 +20,23 @@ import (
 func runEnrol(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("enrol", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://"+gateway.DefaultConfig().Listen, "`URL` of the running box (its --listen address)")
+	dataDir := dataDirFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: pulsegate enrol [--url %s] <token from pulsegate index token create>", *url)
+		return errors.New("usage: pulsegate enrol [--data-dir data] <token from pulsegate index token create>")
 	}
 	body, _ := json.Marshal(struct {
 		Token string `json:"token"`
 	}{strings.TrimSpace(fs.Arg(0))})
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(*url, "/")+"/api/index/enrol", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("ask the box at %s: %w (is pulsegate run running?)", *url, err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("enrol: %s: %s", resp.Status, strings.TrimSpace(string(answer)))
-	}
 	var out struct {
 		Customer string `json:"customer"`
 	}
-	if err := json.Unmarshal(answer, &out); err != nil {
-		return fmt.Errorf("enrol: bad answer: %w", err)
+	if err := askBox(ctx, *dataDir, http.MethodPost, "/api/index/enrol", bytes.NewReader(body), &out); err != nil {
+		return fmt.Errorf("enrol: %w", err)
 	}
 	fmt.Fprintf(stdout, "Enrolled with the index as customer %q. The cluster's leader uploads closed periods from now on.\n", out.Customer)
 	return nil

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -74,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runEnrol(ctx, args[1:], stdout, stderr)
 	case "token":
 		if len(args) < 2 || args[1] != "create" {
-			return errors.New(`usage: pulsegate token create [--url http://127.0.0.1:8080]`)
+			return errors.New(`usage: pulsegate token create [--data-dir data]`)
 		}
 		return runTokenCreate(ctx, args[2:], stdout, stderr)
 	case "index":
@@ -113,6 +114,7 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		peerListen = fs.String("cluster-listen", def.Cluster.Listen, "`address` of the peer port (raft and RPC over mutual TLS)")
 		peerAdv    = fs.String("cluster-advertise", "", "`address` other offices dial for the peer port (default: derived from --cluster-listen)")
 		gossip     = fs.String("gossip-listen", def.Cluster.GossipListen, "`address` of the gossip (membership) port")
+		httpsAddr  = fs.String("https-listen", def.Web.HTTPSListen, "`address` of the HTTPS UI (default: derived from --listen; off: none)")
 		relEvery   = fs.Duration("release-interval", def.Release.Interval.Duration, "how often the cluster's leader releases closed periods and uploads them to the index")
 		boards     stringList
 	)
@@ -159,6 +161,8 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Cluster.Advertise = *peerAdv
 		case "gossip-listen":
 			cfg.Cluster.GossipListen = *gossip
+		case "https-listen":
+			cfg.Web.HTTPSListen = *httpsAddr
 		case "release-interval":
 			cfg.Release.Interval.Duration = *relEvery
 		case "auto-approve-boards":
@@ -180,6 +184,9 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "Pulsegate is running. Open %s\n", g.URL())
+	if u := g.HTTPSURL(); u != "" {
+		fmt.Fprintf(stdout, "From other machines: %s (certificate fingerprint SHA-256 %s)\n", u, g.TLSFingerprint())
+	}
 	if dev := g.SimDevice(); dev != "" {
 		fmt.Fprintf(stdout, "No board found: counting presses from a simulated board at %s\n", dev)
 	}
@@ -340,42 +347,68 @@ func runJoin(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", "http://"+gateway.DefaultConfig().Listen, "`URL` of the running box (its --listen address)")
+	dataDir := dataDirFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tok, exp, err := createToken(ctx, *url)
+	tok, exp, err := createToken(ctx, *dataDir)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s\n", tok)
-	fmt.Fprintf(stderr, "One-time join token, valid until %s. On the new office: pulsegate join <token>\n", exp.Local().Format(time.RFC1123))
+	fmt.Fprintf(stderr, "One-time join token, valid until %s. On the new office: pulsegate join <token>, or paste it in its browser setup.\n", exp.Local().Format(time.RFC1123))
 	return nil
 }
 
-// createToken asks the running box at baseURL for a join token.
-func createToken(ctx context.Context, baseURL string) (string, time.Time, error) {
-	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(baseURL, "/")+"/api/cluster/tokens", nil)
+// adminClient talks to the running box through its admin socket in
+// dataDir: only the daemon's user can open it.
+func adminClient(dataDir string) (*http.Client, string) {
+	cfg := gateway.DefaultConfig()
+	cfg.DataDir = dataDir
+	sock := cfg.AdminSocket()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	return &http.Client{Transport: tr}, sock
+}
+
+// askBox sends a request to the running box's admin socket and decodes its
+// JSON answer into out.
+func askBox(ctx context.Context, dataDir, method, path string, body io.Reader, out any) error {
+	client, sock := adminClient(dataDir)
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, method, "http://box"+path, body)
 	if err != nil {
-		return "", time.Time{}, err
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("ask the box at %s: %w (is pulsegate run running?)", baseURL, err)
+		return fmt.Errorf("ask the box through %s: %w (is pulsegate run running with this --data-dir?)", sock, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return "", time.Time{}, fmt.Errorf("create token: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("bad answer from the box: %w", err)
+	}
+	return nil
+}
+
+// createToken asks the running box in dataDir for a join token.
+func createToken(ctx context.Context, dataDir string) (string, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
 	var out struct {
 		Token   string    `json:"token"`
 		Expires time.Time `json:"expires"`
 	}
-	if err := json.Unmarshal(body, &out); err != nil {
-		return "", time.Time{}, fmt.Errorf("create token: bad answer: %w", err)
+	if err := askBox(ctx, dataDir, http.MethodPost, "/api/cluster/tokens", nil, &out); err != nil {
+		return "", time.Time{}, fmt.Errorf("create token: %w", err)
 	}
 	return out.Token, out.Expires, nil
 }
