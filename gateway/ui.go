@@ -225,6 +225,10 @@ func (g *Gateway) Trend(weeks int) ([]web.TrendPoint, error) {
 		out[len(out)-1].Green += d.Green
 		out[len(out)-1].Red += d.Red
 	}
+	// Weeks before the first press are not part of the trend.
+	for len(out) > 0 && out[0].Green+out[0].Red == 0 {
+		out = out[1:]
+	}
 	if len(out) > weeks {
 		out = out[len(out)-weeks:]
 	}

@@ -141,7 +141,7 @@ type route struct {
 // routes is the UI's route table.
 func (s *Server) routes() []route {
 	return []route{
-		{"GET /static/", public, http.FileServerFS(mustSub(assets, "static")).ServeHTTP},
+		{"GET /static/", public, http.StripPrefix("/static/", http.FileServerFS(mustSub(assets, "static"))).ServeHTTP},
 		{"GET /healthz", public, s.handleHealthz},
 		{"GET /metrics", scraper, s.handleMetrics},
 		{"GET /login", public, s.handleLoginForm},

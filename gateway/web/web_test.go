@@ -319,6 +319,20 @@ func TestLoginLockoutAndLogout(t *testing.T) {
 	}
 }
 
+func TestStaticAssets(t *testing.T) {
+	ui := newUI(t, false)
+	w := ui.req("GET", "/static/app.css", nil, "")
+	if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/css") || !strings.Contains(w.Body.String(), "--green") {
+		t.Fatalf("GET /static/app.css: %d %q", w.Code, w.Header().Get("Content-Type"))
+	}
+	if w := ui.req("GET", "/static/nope.css", nil, ""); w.Code != http.StatusNotFound {
+		t.Fatalf("GET /static/nope.css: %d", w.Code)
+	}
+	if w := ui.req("GET", "/static/../templates/layout.html", nil, ""); w.Code == 200 {
+		t.Fatal("a template was served as a static file")
+	}
+}
+
 func TestMetricsNeedTheTokenFromOutside(t *testing.T) {
 	ui := newUI(t, true)
 	if w := ui.req("GET", "/metrics", nil, "", "RemoteAddr", "192.0.2.9:9", "Authorization", "Bearer wrong"); w.Code != http.StatusUnauthorized {
