@@ -70,6 +70,7 @@ func openGatewayWith(tb testing.TB, board *fakeboard.Board, now func() time.Time
 	cfg.Serial.Boards = []string{board.Path()}
 	cfg.Sim.Mode = "off"
 	cfg.Limits.ButtonBurst, cfg.Limits.BoardBurst = 0, 0
+	cfg.Web.HTTPSListen = "127.0.0.1:0"
 	if change != nil {
 		change(&cfg)
 	}

@@ -286,6 +286,20 @@ func TestBrowserFirstBootToCountingAndJoiningAnotherOffice(t *testing.T) {
 		b.shot(t, "Berlin-page"+strings.ReplaceAll(path, "/", "-"))
 	}
 
+	// On a phone: the dashboard and the boards page at 390 px.
+	b.do(t, "phone-sized dashboard", chromedp.EmulateViewport(390, 844), chromedp.Navigate(baseB+"/"), chromedp.WaitVisible(chromedp.ID("today-total")))
+	b.shot(t, "Berlin-phone-dashboard")
+	b.do(t, "phone-sized boards", chromedp.Navigate(baseB+"/boards"), chromedp.WaitVisible(chromedp.CSS("h1")))
+	b.shot(t, "Berlin-phone-boards")
+	wide, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wide {
+		t.Error("the boards page scrolls sideways on a 390 px phone")
+	}
+	b.do(t, "back to desktop", chromedp.EmulateReset())
+
 	hostA, hostB := strings.TrimPrefix(baseA, "http://"), strings.TrimPrefix(baseB, "http://")
 	if foreign := b.foreignRequests(hostA, hostB); len(foreign) > 0 {
 		t.Fatalf("the browser contacted hosts other than the boxes: %q", foreign)
