@@ -26,7 +26,7 @@ test:
 # The press-to-ack benchmark is paced at 100 presses/s, so it runs a fixed
 # number of presses; every other benchmark runs for the default time.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./drivers/... ./gateway/intake/ ./gateway/store/ ./sync/...
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./drivers/... ./gateway/intake/ ./gateway/store/ ./gateway/accounts/ ./sync/...
 	$(GO) test -run='^$$' -bench=PressToAck -benchtime=2000x -count=1 -timeout 5m ./gateway/
 	$(GO) test -run='^$$' -bench=ApplyUpdates -benchtime=5s -count=1 -timeout 5m ./cluster/
 	$(GO) test -run='^$$' -bench=PressVisibleEverywhere -benchtime=100x -count=1 -timeout 5m ./cluster/
@@ -49,6 +49,16 @@ fuzz:
 	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzParseEnrolToken -fuzztime=30s
 	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzParseHQKey -fuzztime=30s
 	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzBatchesHandler -fuzztime=30s
+	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzRenderHQ -fuzztime=30s
+	$(GO) test ./sync/index -run='^$$' -fuzz=FuzzPeriodBounds -fuzztime=30s
+	$(GO) test ./sync/anon -run='^$$' -fuzz=FuzzParsePeriod -fuzztime=30s
+	$(GO) test ./sync/anon -run='^$$' -fuzz=FuzzParseEpsilon -fuzztime=30s
+	$(GO) test ./sync/regional -run='^$$' -fuzz=FuzzUnmarshalState -fuzztime=30s
+	$(GO) test ./gateway/accounts -run='^$$' -fuzz=FuzzNormalizeEmail -fuzztime=30s
+	$(GO) test ./gateway/accounts -run='^$$' -fuzz=FuzzParsePHC -fuzztime=30s
+	$(GO) test ./gateway/webtls -run='^$$' -fuzz=FuzzPlainHandler -fuzztime=30s
+	$(GO) test ./gateway/qr -run='^$$' -fuzz=FuzzSVG -fuzztime=30s
+	$(GO) test ./gateway/web -run='^$$' -fuzz=FuzzUIRequests -fuzztime=30s
 
 clean:
 	rm -rf bin

@@ -501,3 +501,41 @@ func TestCell(t *testing.T) {
 		})
 	}
 }
+
+// FuzzUIRequests sends arbitrary requests, signed in or not, to the UI:
+// nothing panics, nothing answers 500.
+func FuzzUIRequests(f *testing.F) {
+	f.Add("POST", "/setup", "email=a%40example.com&password=x&password2=x&domains=example.com", false)
+	f.Add("POST", "/login", "email=admin%40example.com&password=%00%ff", false)
+	f.Add("POST", "/boards/hall-1", "action=name&name=%3Cscript%3E", true)
+	f.Add("POST", "/users/viewer%40example.com", "action=disable", true)
+	f.Add("POST", "/users/invite", "email=x%40gmail.com&role=admin", true)
+	f.Add("POST", "/settings", "site=&region=a+b&tz=Mars%2FBase&domains=gmail.com", true)
+	f.Add("POST", "/rights/erase", "confirm=Berlin", true)
+	f.Add("GET", "/login?next=%2F%2Fevil.example", "", false)
+	f.Add("GET", "/invite/zzz", "", false)
+	ui := newUI(f, true)
+	ui.b.paired = true
+	admin := ui.session(f, "admin@example.com", "correct horse battery")
+	f.Fuzz(func(t *testing.T, method, target, body string, signedIn bool) {
+		if method != "GET" && method != "POST" {
+			return
+		}
+		if !strings.HasPrefix(target, "/") || strings.ContainsAny(target, " \r\n\t#") {
+			return
+		}
+		if _, err := url.ParseRequestURI(target); err != nil {
+			return
+		}
+		r := httptest.NewRequest(method, target, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if signedIn {
+			r.AddCookie(&http.Cookie{Name: sessionCookie, Value: admin})
+		}
+		w := httptest.NewRecorder()
+		ui.h.ServeHTTP(w, r)
+		if w.Code >= 500 {
+			t.Fatalf("%s %s %q: %d %s", method, target, body, w.Code, w.Body)
+		}
+	})
+}
