@@ -215,7 +215,31 @@ func (g *Gateway) startWeb() (err error) {
 		return fmt.Errorf("admin socket %s: %w", sock, err)
 	}
 	g.serve(g.sockLn, g.web.SocketHandler())
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		g.pruneLoop(g.ctx)
+	}()
 	return nil
+}
+
+// pruneLoop forgets expired sessions, spent invitations and stale sign-in
+// failures every hour.
+func (g *Gateway) pruneLoop(ctx context.Context) {
+	for {
+		t := time.NewTimer(time.Hour)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if n, err := g.acc.PruneSessions(); err != nil {
+			g.log.Warn("prune sessions", "err", err)
+		} else if n > 0 {
+			g.log.Debug("pruned expired sessions and sign-in records", "n", n)
+		}
+	}
 }
 
 func (g *Gateway) serve(ln net.Listener, h http.Handler) {

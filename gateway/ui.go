@@ -317,15 +317,18 @@ func (g *Gateway) ExportLocal(ctx context.Context, create func(name string) (io.
 	return cw.Error()
 }
 
-// EraseLocal deletes this office's counts from this box. Copies already
-// replicated to other offices, or released to the index, are not touched
-// here (the page says so).
+// EraseLocal deletes this office's counts from this box, and publishes the
+// erased days as zero to the other offices, whose replicas keep the
+// highest version: the copies in the cluster are overwritten with nothing.
+// Releases already uploaded to the index are noised aggregates; erasing
+// them there is HQ's `pulsegate index erase` (the page says so).
 func (g *Gateway) EraseLocal(ctx context.Context) error {
-	n, err := g.store.EraseCounts()
+	days, err := g.store.EraseCounts()
 	if err != nil {
 		return err
 	}
-	g.log.Warn("this office's local counts were erased", "days", n)
+	g.store.MarkDirty(days...)
+	g.log.Warn("this office's counts were erased; the erased days are published as zero to the other offices", "days", len(days))
 	return nil
 }
 

@@ -228,9 +228,9 @@ func TestEraseCountsKeepsDedupeState(t *testing.T) {
 	if first, ok, err := s.FirstDay(); err != nil || !ok || first != day {
 		t.Fatalf("FirstDay = %q %v %v", first, ok, err)
 	}
-	n, err := s.EraseCounts()
-	if err != nil || n != 1 {
-		t.Fatalf("EraseCounts = %d, %v; want 1 day", n, err)
+	days, err := s.EraseCounts()
+	if err != nil || len(days) != 1 || days[0] != day {
+		t.Fatalf("EraseCounts = %v, %v; want [%s]", days, err, day)
 	}
 	if total, _ := s.TotalCounted(); total != 0 {
 		t.Fatalf("%d presses left after erasure", total)

@@ -7,15 +7,16 @@ import (
 )
 
 // EraseCounts deletes every count this store holds, in one transaction, and
-// returns how many days it held. The boards' dedupe state stays, so a press
-// resent after the erasure is still recognised and not counted again; the
-// board settings stay too.
-func (s *Store) EraseCounts() (days int, err error) {
+// returns the days it held, oldest first. The boards' dedupe state stays, so
+// a press resent after the erasure is still recognised and not counted
+// again; the board settings stay too.
+func (s *Store) EraseCounts() (days []Day, err error) {
 	seen := map[string]bool{}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketCounts).ForEach(func(k, _ []byte) error {
-			if len(k) >= 10 {
-				seen[string(k[:10])] = true
+			if d := string(k[:max(len(k)-1, 0)]); len(k) > 1 && !seen[d] {
+				seen[d] = true
+				days = append(days, Day(d))
 			}
 			return nil
 		}); err != nil {
@@ -28,9 +29,9 @@ func (s *Store) EraseCounts() (days int, err error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("erase counts: %w", err)
+		return nil, fmt.Errorf("erase counts: %w", err)
 	}
-	return len(seen), nil
+	return days, nil
 }
 
 // FirstDay returns the earliest day with a count, if any.
