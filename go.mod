@@ -28,6 +28,7 @@ require (
 require (
 	github.com/armon/go-metrics v0.4.1 // indirect
 	github.com/benbjohnson/immutable v0.4.0 // indirect
+	github.com/cilium/ebpf v0.22.0 // indirect
 	github.com/coreos/etcd v3.3.27+incompatible // indirect
 	github.com/coreos/go-systemd v0.0.0-20191104093116-d3cd4ed1dbcf // indirect
 	github.com/coreos/pkg v0.0.0-20220810130054-c7d1c02cb6cf // indirect
@@ -64,4 +65,7 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 )
 
-tool github.com/tinylib/msgp
+tool (
+	github.com/cilium/ebpf/cmd/bpf2go
+	github.com/tinylib/msgp
+)

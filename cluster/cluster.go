@@ -589,6 +589,44 @@ func (c *Cluster) Status() Status {
 	return st
 }
 
+// PeerAddrs returns every address this office may need to reach its peers
+// at, as host:port: the raft and RPC addresses of the raft configuration,
+// the gossip addresses gossip and the replicated state know, and the
+// pairing's first peers. This office's own addresses are left out. The
+// egress guard allows exactly these.
+func (c *Cluster) PeerAddrs() []string {
+	self := c.SiteID()
+	seen := map[string]bool{}
+	add := func(a string) {
+		if a != "" && a != c.PeerAddr() && a != c.GossipAddr() {
+			seen[a] = true
+		}
+	}
+	if f := c.raft.Raft().GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) != self {
+				add(string(s.Address))
+			}
+		}
+	}
+	for _, m := range c.members.Members() {
+		if m.SiteID != self {
+			add(m.GossipAddr)
+		}
+	}
+	c.raft.FSM().Read(func(s *State) {
+		for id, info := range s.sites {
+			if id != self {
+				add(info.GossipAddr)
+			}
+		}
+	})
+	for _, p := range c.pairing.Peers {
+		add(p)
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
 // Close leaves gossip, stops raft and the peer listener, and waits for the
 // loops. Safe to call twice.
 func (c *Cluster) Close() error {
