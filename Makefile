@@ -26,7 +26,7 @@ test:
 # The press-to-ack benchmark is paced at 100 presses/s, so it runs a fixed
 # number of presses; every other benchmark runs for the default time.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./drivers/... ./gateway/intake/ ./gateway/store/ ./gateway/accounts/ ./sync/...
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 20m ./drivers/... ./gateway/intake/ ./gateway/store/ ./gateway/accounts/ ./gateway/guard/ ./sync/...
 	$(GO) test -run='^$$' -bench=PressToAck -benchtime=2000x -count=1 -timeout 5m ./gateway/
 	$(GO) test -run='^$$' -bench=ApplyUpdates -benchtime=5s -count=1 -timeout 5m ./cluster/
 	$(GO) test -run='^$$' -bench=PressVisibleEverywhere -benchtime=100x -count=1 -timeout 5m ./cluster/
@@ -36,6 +36,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) generate ./sync/wire/ && git diff --exit-code -- sync/wire || { echo "generated code is stale: run go generate ./... and commit"; exit 1; }
+	@if command -v clang >/dev/null; then $(GO) generate ./gateway/guard/ && git diff --exit-code -- gateway/guard || { echo "generated eBPF objects are stale: run go generate ./gateway/guard/ and commit"; exit 1; }; else echo "clang not installed: the eBPF objects' freshness is checked by TestGeneratedUpToDate in CI"; fi
 
 # A short run of every fuzz target (go test runs their seed corpora always).
 fuzz:

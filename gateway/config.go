@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,28 @@ type Config struct {
 	Cluster ClusterConfig `toml:"cluster"`
 	Release ReleaseConfig `toml:"release"`
 	Web     WebConfig     `toml:"web"`
+	Guard   GuardConfig   `toml:"guard"`
+}
+
+// GuardConfig is the egress guard: with it on, this box can only reach its
+// paired offices, the enrolled index and the DNS and NTP servers below.
+type GuardConfig struct {
+	// Mode is off, monitor (count and show, never refuse) or enforce (the
+	// appliance image's setting). Without BPF the box runs with the guard
+	// off and says so.
+	Mode string `toml:"mode"`
+	// Cgroup is the cgroup v2 directory the daemon moves into and guards;
+	// "self" guards the cgroup the daemon was started in (systemd with
+	// Delegate=yes).
+	Cgroup string `toml:"cgroup"`
+	// PinDir is the bpffs directory where the guard's maps and links are
+	// pinned, so that a restart leaves no gap.
+	PinDir string `toml:"pin_dir"`
+	// DNS servers the box may ask; empty: the nameservers of
+	// /etc/resolv.conf.
+	DNS []string `toml:"dns"`
+	// NTP servers (names or addresses) the box may ask the time.
+	NTP []string `toml:"ntp"`
 }
 
 // WebConfig is how the UI is served. Plain HTTP (Config.Listen) serves
@@ -185,6 +208,7 @@ func DefaultConfig() Config {
 			CommitTimeout:      Duration{100 * time.Millisecond},
 		},
 		Release: ReleaseConfig{Period: "month", K: anon.MinK, Epsilon: "1", YearCap: "12", Interval: Duration{30 * time.Second}},
+		Guard:   GuardConfig{Mode: "off", Cgroup: "/sys/fs/cgroup/unified/pulsegate", PinDir: "/sys/fs/bpf/pulsegate"},
 	}
 }
 
@@ -266,6 +290,22 @@ func (c Config) Validate() error {
 	}
 	if t := c.Web.MetricsToken; t != "" && len(t) < 16 {
 		errs = append(errs, errors.New("web.metrics_token: use at least 16 characters"))
+	}
+	switch c.Guard.Mode {
+	case "off", "monitor", "enforce":
+	default:
+		errs = append(errs, fmt.Errorf("guard.mode %q: want off, monitor or enforce", c.Guard.Mode))
+	}
+	if c.Guard.Cgroup != "self" && !filepath.IsAbs(c.Guard.Cgroup) {
+		errs = append(errs, fmt.Errorf("guard.cgroup %q: want an absolute cgroup v2 directory or self", c.Guard.Cgroup))
+	}
+	if !filepath.IsAbs(c.Guard.PinDir) {
+		errs = append(errs, fmt.Errorf("guard.pin_dir %q: want an absolute bpffs directory", c.Guard.PinDir))
+	}
+	for _, s := range append(slices.Clone(c.Guard.DNS), c.Guard.NTP...) {
+		if s == "" || strings.ContainsAny(s, " /:") && net.ParseIP(s) == nil {
+			errs = append(errs, fmt.Errorf("guard: server %q: want a host name or an IP address", s))
+		}
 	}
 	if c.Release.Interval.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("release.interval %s: must be at least 1s", c.Release.Interval))

@@ -66,6 +66,7 @@ type Gateway struct {
 	ln       net.Listener // plain HTTP: loopback served, the rest redirected
 	tlsLn    net.Listener // HTTPS; nil when https_listen is "off"
 	sockLn   net.Listener // the admin socket for the command line
+	egress   *egress      // the egress guard and its allowlist
 
 	// mu guards what changes while running: the site settings (cfg.Site,
 	// loc), and the cluster and releaser, which start when the box is
@@ -114,6 +115,9 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 			g.Close()
 		}
 	}()
+	// The guard comes before any socket: a socket belongs to the cgroup its
+	// process was in when it was made.
+	g.openGuard()
 
 	// The store comes first: without it nothing may be acknowledged.
 	if g.store, err = store.Open(cfg.StorePath()); err != nil {
@@ -162,6 +166,13 @@ func Open(ctx context.Context, cfg Config, opts Options) (_ *Gateway, err error)
 	}
 	if err := g.startWeb(); err != nil {
 		return nil, err
+	}
+	if g.egress.g != nil {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.allowLoop(ctx)
+		}()
 	}
 	g.log.Info("pulsegate is running", "url", g.URL(), "https", g.HTTPSURL(), "site", cfg.Site.Name, "time_zone", loc.String(), "store", g.store.Path())
 	return g, nil
@@ -437,6 +448,10 @@ func (g *Gateway) Close() error {
 		}
 		if g.acc != nil {
 			errs = append(errs, g.acc.Close())
+		}
+		// The guard's pins stay: enforcement outlives this process.
+		if g.egress != nil && g.egress.g != nil {
+			errs = append(errs, g.egress.g.Close())
 		}
 		g.closeErr = errors.Join(errs...)
 	})

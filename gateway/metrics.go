@@ -114,6 +114,7 @@ func (g *Gateway) newMetrics() metrics {
 				return 0
 			}},
 	}
+	ms = append(ms, g.guardMetrics()...)
 	m := metrics{plain: ms}
 	if c, r := g.replication(); c != nil {
 		m.plain = append(m.plain, g.clusterMetrics(c)...)
@@ -121,6 +122,7 @@ func (g *Gateway) newMetrics() metrics {
 		m.plain = append(m.plain, releaseMetrics(r)...)
 		m.labelled = append(m.labelled, ledgerLabelled(r)...)
 	}
+	m.labelled = append(m.labelled, g.egressLabelled()...)
 	return m
 }
 
@@ -231,5 +233,39 @@ func ledgerLabelled(r *upload.Releaser) []labelled {
 			rows(func(t anon.Total) float64 { return float64(t.Releases) })},
 		{"pulsegate_privacy_epsilon_spent", "Privacy loss (ε) an office has spent in a year.", "gauge",
 			rows(func(t anon.Total) float64 { return float64(t.Spent.Num) / float64(t.Spent.Den) })},
+	}
+}
+
+// guardMetrics say whether the egress guard is on and how often it refused.
+func (g *Gateway) guardMetrics() metricSet {
+	return metricSet{
+		{"pulsegate_guard_active", "1 when the egress guard is loaded (monitor or enforce).", "gauge",
+			func() float64 {
+				if g.egress != nil && g.egress.g != nil && g.egress.g.Active() {
+					return 1
+				}
+				return 0
+			}},
+		{"pulsegate_guard_denied_total", "Connections and datagrams the guard refused (or, in monitor mode, would have).", "counter",
+			func() float64 {
+				var n uint64
+				for _, d := range g.Egress().Denied {
+					n += d.Count
+				}
+				return float64(n)
+			}},
+	}
+}
+
+// egressLabelled is what left this box, per destination address.
+func (g *Gateway) egressLabelled() []labelled {
+	return []labelled{
+		{"pulsegate_egress_bytes_total", "Bytes sent per destination since the guard was loaded.", "counter", func() []sample {
+			var out []sample
+			for _, f := range g.Egress().Flows {
+				out = append(out, sample{label: "dest", value: f.Dest, v: float64(f.Bytes)})
+			}
+			return out
+		}},
 	}
 }

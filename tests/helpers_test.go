@@ -173,23 +173,26 @@ func boxStatus(tb testing.TB, dataDir string, v any) {
 	}
 }
 
-func boxStatusErr(dataDir string, v any) error {
+func boxStatusErr(dataDir string, v any) error { return boxGetErr(dataDir, "/api/status", v) }
+
+// boxGetErr GETs path through the admin socket in dataDir.
+func boxGetErr(dataDir, path string, v any) error {
 	sock := filepath.Join(dataDir, "admin.sock")
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
 	defer client.CloseIdleConnections()
-	resp, err := client.Get("http://box/api/status")
+	resp, err := client.Get("http://box" + path)
 	if err != nil {
-		return fmt.Errorf("GET /api/status through %s: %w", sock, err)
+		return fmt.Errorf("GET %s through %s: %w", path, sock, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
-		return fmt.Errorf("GET /api/status: %s: %s", resp.Status, b)
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("decode /api/status: %w", err)
+		return fmt.Errorf("decode %s: %w", path, err)
 	}
 	return nil
 }

@@ -178,6 +178,40 @@ func TestOfficeCutOffConverges(t *testing.T) {
 		}
 	}
 
+	// The guard enforced all along: each office sent only to its peers, and
+	// the page's "what left this box" says so.
+	peers := map[string]bool{}
+	for _, o := range offices {
+		peers[o.addr] = true
+	}
+	for _, o := range offices {
+		var eg struct {
+			Active bool   `json:"active"`
+			State  string `json:"state"`
+			Flows  []struct {
+				Dest  string `json:"dest"`
+				Bytes uint64 `json:"bytes"`
+			} `json:"flows"`
+		}
+		if err := boxGetErr(o.dataDir, "/api/egress", &eg); err != nil {
+			t.Fatal(err)
+		}
+		if !eg.Active || eg.State != "enforce" {
+			t.Fatalf("%s: egress guard active=%v state %q, want enforcing", o.name, eg.Active, eg.State)
+		}
+		var toPeers uint64
+		for _, f := range eg.Flows {
+			if !peers[f.Dest] {
+				t.Errorf("%s sent %d bytes to %s, which is not a paired office", o.name, f.Bytes, f.Dest)
+			}
+			toPeers += f.Bytes
+		}
+		if toPeers == 0 {
+			t.Errorf("%s: the guard's ledger shows nothing sent to the peers", o.name)
+		}
+		logf("%s's guard: %d bytes to its peers, %d destinations", o.name, toPeers, len(eg.Flows))
+	}
+
 	// Orderly shutdown, the leader last.
 	for _, o := range []*office{o3, o2, o1} {
 		t0 := time.Now()
@@ -272,6 +306,8 @@ type office struct {
 	ns      string
 	addr    string
 	dataDir string
+	cgroup  string // the guarded cgroup v2 directory
+	pinDir  string // the guard's bpffs pins
 	config  string
 	board   *fakeboard.Board
 	p       *proc
@@ -284,6 +320,15 @@ func newOffice(tb testing.TB, tn *testNet, n int) *office {
 		n: n, name: fmt.Sprintf("Office%d", n), ns: tn.offices[n-1], addr: tn.addr(n),
 		dataDir: filepath.Join(dir, "data"), config: filepath.Join(dir, "pulsegate.toml"),
 	}
+	// Its own guarded cgroup and bpffs pins, removed after its process
+	// (cleanups run last-registered first, and the process is registered
+	// later).
+	o.cgroup = filepath.Join(cgroup2Root(tb), tn.offices[n-1])
+	o.pinDir = filepath.Join("/sys/fs/bpf", tn.offices[n-1])
+	tb.Cleanup(func() {
+		os.RemoveAll(o.pinDir)
+		os.Remove(o.cgroup)
+	})
 	// WAN timings would make the test minutes long; flags set the rest.
 	cfg := `[cluster]
 heartbeat_timeout = "500ms"
@@ -309,12 +354,14 @@ push_interval = "300ms"
 	return o
 }
 
-// start runs `pulsegate run` inside the office's namespace. `ip netns exec`
-// execs in place, so the process it starts is pulsegate itself and SIGTERM
-// reaches it directly.
+// start runs `pulsegate run` inside the office's network namespace.
+// nsenter execs in place, so the process it starts is pulsegate itself and
+// SIGTERM reaches it directly.
 func (o *office) start(tb testing.TB, bin string) {
 	tb.Helper()
-	cmd := exec.Command("ip", "netns", "exec", o.ns, bin, "run",
+	// nsenter, not `ip netns exec`: the latter remounts /sys, which would
+	// hide the cgroup and bpffs mounts the egress guard needs.
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+o.ns, bin, "run",
 		"--config", o.config,
 		"--data-dir", o.dataDir,
 		"--listen", netnsHTTPAddr,
@@ -327,6 +374,9 @@ func (o *office) start(tb testing.TB, bin string) {
 		"--auto-approve-boards",
 		"--board", o.board.Path(),
 		"--log-level", "info",
+		// Every office runs with the egress guard enforcing: paired peers
+		// must be reachable through it, and nothing else.
+		"--guard", "enforce", "--guard-cgroup", o.cgroup, "--guard-pin-dir", o.pinDir,
 	)
 	o.p = startProc(tb, cmd)
 }
@@ -501,4 +551,21 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// cgroup2Root is where the cgroup v2 hierarchy is mounted.
+func cgroup2Root(tb testing.TB) string {
+	tb.Helper()
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if f := strings.Fields(pre); ok && strings.HasPrefix(post, "cgroup2 ") && len(f) >= 5 {
+			return f[4]
+		}
+	}
+	privileged.Skip(tb, "no cgroup v2 hierarchy is mounted: the egress guard cannot run")
+	return ""
 }

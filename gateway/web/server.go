@@ -40,6 +40,7 @@ type Backend interface {
 	ExportLocal(ctx context.Context, create func(name string) (io.Writer, error)) error
 	EraseLocal(ctx context.Context) error
 	TLSFingerprint() string
+	Egress() Egress
 }
 
 // Metrics writes Prometheus text.
@@ -157,6 +158,8 @@ func (s *Server) routes() []route {
 		{"POST /account/password", viewer, s.handlePassword},
 		{"GET /{$}", viewer, s.handleDashboard},
 		{"GET /api/status", viewer, s.handleStatus},
+		{"GET /egress", viewer, s.handleEgress},
+		{"GET /api/egress", viewer, s.handleEgressJSON},
 
 		{"GET /pair", admin, s.handlePairForm},
 		{"POST /pair/init", admin, s.handlePairInit},
@@ -309,6 +312,7 @@ func securityHeaders(h http.Handler) http.Handler {
 func (s *Server) SocketHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/status", s.handleStatus)
+	mux.HandleFunc("GET /api/egress", s.handleEgressJSON)
 	mux.HandleFunc("POST /api/cluster/tokens", func(w http.ResponseWriter, r *http.Request) {
 		tok, exp, err := s.b.CreateJoinToken(r.Context())
 		if err != nil {

@@ -84,6 +84,12 @@ func (f *fakeBackend) ExportLocal(_ context.Context, create func(string) (io.Wri
 }
 func (f *fakeBackend) EraseLocal(context.Context) error { return nil }
 func (f *fakeBackend) TLSFingerprint() string           { return "AB:CD" }
+func (f *fakeBackend) Egress() Egress {
+	return Egress{Active: true, State: "enforce",
+		Flows:   []Flow{{Dest: "10.0.0.2", Name: "paired office", Bytes: 12345, Packets: 20}},
+		Denied:  []Denial{{Dest: "203.0.113.9:443", Proto: "tcp", Count: 3}},
+		Allowed: []Allowed{{Dest: "10.0.0.2:7400", Name: "paired office"}}}
+}
 
 type fakeMetrics struct{}
 
@@ -391,7 +397,7 @@ func TestPagesLoadNothingFromAnywhere(t *testing.T) {
 			ui.b.st = hostileStatus()
 			bad = []string{"<script", "<img", "<a href=//evil", "style="}
 		}
-		for _, path := range []string{"/", "/boards", "/offices", "/index", "/users", "/audit", "/rights", "/settings", "/account", "/pair"} {
+		for _, path := range []string{"/", "/boards", "/offices", "/index", "/users", "/audit", "/rights", "/settings", "/account", "/pair", "/egress"} {
 			w := ui.req("GET", path, nil, admin)
 			if w.Code != 200 {
 				t.Errorf("GET %s: %d", path, w.Code)
@@ -419,6 +425,20 @@ func TestDashboardShowsTodayColourBlind(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("dashboard lacks %q", want)
 		}
+	}
+}
+
+func TestEgressPage(t *testing.T) {
+	ui := newUI(t, true)
+	viewer := ui.session(t, "viewer@example.com", "viewer password 1")
+	page := ui.req("GET", "/egress", nil, viewer).Body.String()
+	for _, want := range []string{"What left this box", "10.0.0.2", "12345", "203.0.113.9:443", "paired office", "guard is on"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/egress lacks %q", want)
+		}
+	}
+	if w := ui.req("GET", "/api/egress", nil, viewer); w.Code != 200 || !strings.Contains(w.Body.String(), `"denied"`) {
+		t.Fatalf("/api/egress: %d %s", w.Code, w.Body)
 	}
 }
 

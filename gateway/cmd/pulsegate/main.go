@@ -114,6 +114,9 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		peerListen = fs.String("cluster-listen", def.Cluster.Listen, "`address` of the peer port (raft and RPC over mutual TLS)")
 		peerAdv    = fs.String("cluster-advertise", "", "`address` other offices dial for the peer port (default: derived from --cluster-listen)")
 		gossip     = fs.String("gossip-listen", def.Cluster.GossipListen, "`address` of the gossip (membership) port")
+		guardMode  = fs.String("guard", def.Guard.Mode, "egress guard: off, monitor or enforce")
+		guardCg    = fs.String("guard-cgroup", def.Guard.Cgroup, "cgroup v2 `directory` the guard confines this process to (self: the one it was started in)")
+		guardPins  = fs.String("guard-pin-dir", def.Guard.PinDir, "bpffs `directory` for the guard's pinned maps and links")
 		httpsAddr  = fs.String("https-listen", def.Web.HTTPSListen, "`address` of the HTTPS UI (default: derived from --listen; off: none)")
 		relEvery   = fs.Duration("release-interval", def.Release.Interval.Duration, "how often the cluster's leader releases closed periods and uploads them to the index")
 		boards     stringList
@@ -161,6 +164,12 @@ func runGateway(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Cluster.Advertise = *peerAdv
 		case "gossip-listen":
 			cfg.Cluster.GossipListen = *gossip
+		case "guard":
+			cfg.Guard.Mode = *guardMode
+		case "guard-cgroup":
+			cfg.Guard.Cgroup = *guardCg
+		case "guard-pin-dir":
+			cfg.Guard.PinDir = *guardPins
 		case "https-listen":
 			cfg.Web.HTTPSListen = *httpsAddr
 		case "release-interval":
