@@ -263,7 +263,7 @@ type testEnv struct {
 	a4, a6         netip.Addr // on the veth: local, not loopback
 	p1, p2         int        // TCP listeners on a4
 	q1, q2         int        // TCP listeners on a6
-	lo             int        // TCP listener on 127.0.0.1
+	lo, lo2        int        // TCP listeners on 127.0.0.1
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -316,7 +316,7 @@ func newEnv(tb testing.TB) *testEnv {
 
 	e.p1, e.p2 = listen(tb, e.a4), listen(tb, e.a4)
 	e.q1, e.q2 = listen(tb, e.a6), listen(tb, e.a6)
-	e.lo = listen(tb, netip.MustParseAddr("127.0.0.1"))
+	e.lo, e.lo2 = listen(tb, netip.MustParseAddr("127.0.0.1")), listen(tb, netip.MustParseAddr("127.0.0.1"))
 	return e
 }
 
@@ -424,6 +424,7 @@ func TestEnforce(t *testing.T) {
 		Dest{e.a4, uint16(e.p1), "tcp"},
 		Dest{e.a4, uint16(e.p1), "udp"},
 		Dest{e.a6, uint16(e.q1), ""},
+		Dest{netip.MustParseAddr("127.0.0.1"), uint16(e.lo), "tcp"},
 	)
 	c := startChild(t, e.cgroup)
 	a4, a6, p1, p2, q1, q2 := e.a4, e.a6, e.p1, e.p2, e.q1, e.q2
@@ -444,9 +445,12 @@ func TestEnforce(t *testing.T) {
 		{"udp6 sendto other port", "err EPERM", fmt.Sprintf("sendto udp 6 %s %d", a6, q2)},
 		{"udp4-mapped connect other port", "err EPERM", fmt.Sprintf("connect udp 6 %s %d", a4, p2)},
 		{"udp4-mapped sendto other port", "err EPERM", fmt.Sprintf("sendto udp 6 %s %d", a4, p2)},
-		{"loopback always", "ok", fmt.Sprintf("connect tcp 4 127.0.0.1 %d", e.lo)},
-		{"loopback mapped always", "ok", fmt.Sprintf("connect tcp 6 127.0.0.1 %d", e.lo)},
-		{"unspecified is not loopback", "err EPERM", fmt.Sprintf("connect tcp 4 0.0.0.0 %d", e.lo)},
+		{"loopback allowed", "ok", fmt.Sprintf("connect tcp 4 127.0.0.1 %d", e.lo)},
+		{"loopback other port", "err EPERM", fmt.Sprintf("connect tcp 4 127.0.0.1 %d", e.lo2)},
+		{"loopback mapped allowed", "ok", fmt.Sprintf("connect tcp 6 127.0.0.1 %d", e.lo)},
+		{"loopback mapped other port", "err EPERM", fmt.Sprintf("connect tcp 6 127.0.0.1 %d", e.lo2)},
+		{"udp loopback other port", "err EPERM", fmt.Sprintf("sendto udp 4 127.0.0.1 %d", e.lo2)},
+		{"unspecified", "err EPERM", fmt.Sprintf("connect tcp 4 0.0.0.0 %d", e.lo)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -475,10 +479,8 @@ func TestEnforce(t *testing.T) {
 	if d, _ := findDenial(ds, Dest{a4, uint16(p2), "tcp"}); d.Count != 2 {
 		t.Errorf("denials of tcp %s:%d = %d, want 2 (AF_INET and IPv4-mapped AF_INET6)", a4, p2, d.Count)
 	}
-	for _, d := range ds {
-		if d.Dest.Addr.IsLoopback() {
-			t.Errorf("Denied() has loopback %v", d.Dest)
-		}
+	if _, ok := findDenial(ds, Dest{netip.MustParseAddr("127.0.0.1"), uint16(e.lo2), "tcp"}); !ok {
+		t.Errorf("Denied() lacks the loopback port: %+v", ds)
 	}
 }
 
@@ -521,7 +523,7 @@ func TestMonitor(t *testing.T) {
 func TestLedger(t *testing.T) {
 	e := newEnv(t)
 	g := e.open(t, ModeEnforce)
-	mustSetAllowlist(t, g, Dest{e.a4, uint16(e.p1), "tcp"})
+	mustSetAllowlist(t, g, Dest{e.a4, uint16(e.p1), "tcp"}, Dest{netip.MustParseAddr("127.0.0.1"), uint16(e.lo), "tcp"})
 	c := startChild(t, e.cgroup)
 
 	const size = 100_000

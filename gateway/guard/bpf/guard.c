@@ -169,8 +169,9 @@ static __always_inline int check(struct bpf_sock_addr *ctx, __u32 w0, __u32 w1, 
 
 	if (mode == MODE_OFF)
 		return 1;
-	if (is_loopback(w0, w1, w2, w3))
-		return 1;
+	// Loopback is checked like any other destination: a local proxy could
+	// carry data off the box. What the daemon needs there (a peer or a
+	// resolver on loopback) is on the allowlist like everything else.
 
 	set_addr(key.addr, w0, w1, w2, w3);
 	key.port = bpf_ntohs((__u16)ctx->user_port);
