@@ -139,3 +139,32 @@ func TestSetSiteAppliesAndPersists(t *testing.T) {
 		t.Fatalf("site.json does not win on restart: %+v", cfg.Site)
 	}
 }
+
+// TestRunsWithoutTheGuard: where the guard cannot load (here: its cgroup is
+// not on a cgroup v2 file system), the box runs, says why the guard is off,
+// and exports pulsegate_guard_active 0.
+func TestRunsWithoutTheGuard(t *testing.T) {
+	board := newBoard(t, "b1")
+	g := openGatewayWith(t, board, time.Now, io.Discard, func(c *Config) {
+		c.Serial.AutoApprove = true
+		c.Guard = GuardConfig{Mode: "enforce", Cgroup: t.TempDir() + "/not-a-cgroup", PinDir: t.TempDir()}
+	})
+	eg := g.Egress()
+	if eg.Active || !strings.HasPrefix(eg.State, "unavailable: ") {
+		t.Fatalf("egress = %+v, want the guard off with the reason", eg)
+	}
+	var m bytes.Buffer
+	g.WritePrometheus(&m)
+	if !strings.Contains(m.String(), "\npulsegate_guard_active 0\n") {
+		t.Fatalf("metrics lack pulsegate_guard_active 0:\n%s", m.String())
+	}
+	if code, page := getAuth(t, g, "egress"); code != 200 || !strings.Contains(page, "The egress guard is off") {
+		t.Fatalf("GET /egress = %d, want it to say the guard is off", code)
+	}
+	// And the box still counts.
+	board.Press(drivers.Green)
+	waitFor(t, 10*time.Second, "the press to be counted", func() bool {
+		n, _ := g.store.TotalCounted()
+		return n == 1
+	})
+}
