@@ -264,6 +264,7 @@ type testEnv struct {
 	p1, p2         int        // TCP listeners on a4
 	q1, q2         int        // TCP listeners on a6
 	lo, lo2        int        // TCP listeners on 127.0.0.1
+	lo6, lo62      int        // TCP listeners on ::1
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -317,6 +318,7 @@ func newEnv(tb testing.TB) *testEnv {
 	e.p1, e.p2 = listen(tb, e.a4), listen(tb, e.a4)
 	e.q1, e.q2 = listen(tb, e.a6), listen(tb, e.a6)
 	e.lo, e.lo2 = listen(tb, netip.MustParseAddr("127.0.0.1")), listen(tb, netip.MustParseAddr("127.0.0.1"))
+	e.lo6, e.lo62 = listen(tb, netip.IPv6Loopback()), listen(tb, netip.IPv6Loopback())
 	return e
 }
 
@@ -425,6 +427,7 @@ func TestEnforce(t *testing.T) {
 		Dest{e.a4, uint16(e.p1), "udp"},
 		Dest{e.a6, uint16(e.q1), ""},
 		Dest{netip.MustParseAddr("127.0.0.1"), uint16(e.lo), "tcp"},
+		Dest{netip.IPv6Loopback(), uint16(e.lo6), ""},
 	)
 	c := startChild(t, e.cgroup)
 	a4, a6, p1, p2, q1, q2 := e.a4, e.a6, e.p1, e.p2, e.q1, e.q2
@@ -450,6 +453,10 @@ func TestEnforce(t *testing.T) {
 		{"loopback mapped allowed", "ok", fmt.Sprintf("connect tcp 6 127.0.0.1 %d", e.lo)},
 		{"loopback mapped other port", "err EPERM", fmt.Sprintf("connect tcp 6 127.0.0.1 %d", e.lo2)},
 		{"udp loopback other port", "err EPERM", fmt.Sprintf("sendto udp 4 127.0.0.1 %d", e.lo2)},
+		{"loopback6 allowed", "ok", fmt.Sprintf("connect tcp 6 ::1 %d", e.lo6)},
+		{"loopback6 other port", "err EPERM", fmt.Sprintf("connect tcp 6 ::1 %d", e.lo62)},
+		{"udp loopback6 allowed", "ok", fmt.Sprintf("sendto udp 6 ::1 %d", e.lo6)},
+		{"udp loopback6 other port", "err EPERM", fmt.Sprintf("sendto udp 6 ::1 %d", e.lo62)},
 		{"unspecified", "err EPERM", fmt.Sprintf("connect tcp 4 0.0.0.0 %d", e.lo)},
 	}
 	for _, tt := range tests {
