@@ -61,5 +61,12 @@ fuzz:
 	$(GO) test ./gateway/qr -run='^$$' -fuzz=FuzzSVG -fuzztime=30s
 	$(GO) test ./gateway/web -run='^$$' -fuzz=FuzzUIRequests -fuzztime=30s
 
+# The Raspberry Pi appliance image (Pi 3, 4, 5, Zero 2 W): bin/image/
+# pulsegate-rpi-arm64.img.zst and its .sha256. No root needed; needs mtools,
+# squashfs-tools and e2fsprogs. See image/README.md.
+.PHONY: image
+image:
+	$(GO) run ./image/cmd/mkimage -out bin/image
+
 clean:
 	rm -rf bin
