@@ -280,6 +280,10 @@ func TestImageBootsUnderQEMU(t *testing.T) {
 	if got := strings.Join(hexes, ":"); got != m[1] {
 		t.Errorf("served certificate's fingerprint %s, console says %s", got, m[1])
 	}
+	// The gateway runs unprivileged but with its egress guard enforcing.
+	if !regexp.MustCompile(`egress guard active.*mode=enforce`).MatchString(console.String()) {
+		t.Errorf("the console does not show the egress guard enforcing:\n%s", tailLines(console.String(), 40))
+	}
 	if !strings.Contains(console.String(), "Pulsegate is running. Open http://") {
 		t.Error("the console does not show the UI address")
 	}

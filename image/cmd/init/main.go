@@ -34,12 +34,16 @@ func main() {
 		gokrazy.NewService(exec.Command("/user/launch",
 			"-user", "1000:1000",
 			"-dir", "/perm/pulsegate",
+			"-cgroup", "/sys/fs/cgroup/pulsegate",
+			"-pins", "/sys/fs/bpf/pulsegate",
 			"--",
 			"/user/pulsegate", "run",
 			"--data-dir", "/perm/pulsegate",
 			"--listen", ":8080",
 			"--sim", "auto",
-			"--guard", "off",
+			"--guard", "enforce",
+			"--guard-cgroup", "self",
+			"--guard-pin-dir", "/sys/fs/bpf/pulsegate",
 		)),
 	}
 	if err := gokrazy.SuperviseServices(services); err != nil {

@@ -50,6 +50,8 @@ func run(args []string) error {
 		user    = fset.String("user", "1000:1000", "`uid:gid` to run the program as")
 		dir     = fset.String("dir", "", "data `directory` made and handed to the user, and the program's working directory")
 		console = fset.String("console", "/dev/console", "`device` that also gets the program's stdout and stderr")
+		cgroup  = fset.String("cgroup", "", "cgroup v2 `directory` to start the program in, with CAP_BPF and CAP_NET_ADMIN for its egress guard (empty: none)")
+		pins    = fset.String("pins", "/sys/fs/bpf/pulsegate", "bpffs `directory` handed to the program for the guard's pins")
 	)
 	if err := fset.Parse(args); err != nil {
 		return err
@@ -90,6 +92,20 @@ func run(args []string) error {
 		Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{dialoutGID}},
 		Pdeathsig:  syscall.SIGTERM,
 	}
+	if *cgroup != "" {
+		// The egress guard: the program starts inside its own cgroup, so
+		// every socket it ever opens is guarded, and keeps exactly the two
+		// capabilities the guard needs. Without them it runs with the guard
+		// off and says so.
+		if fd, err := prepareGuard(*cgroup, *pins, uid, gid); err != nil {
+			log.Printf("egress guard not prepared: %v (the gateway runs with it off)", err)
+		} else {
+			defer syscall.Close(fd)
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = fd
+			cmd.SysProcAttr.AmbientCaps = []uintptr{capNetAdmin, capBPF}
+		}
+	}
 	// The supervisor signals the whole process group; forward what reaches
 	// us too, in case it is only us.
 	sigs := make(chan os.Signal, 1)
@@ -119,6 +135,55 @@ func parseUser(s string) (uid, gid uint32, err error) {
 		return 0, 0, fmt.Errorf("parse -user %q: refusing to run as root", s)
 	}
 	return uint32(un), uint32(gn), nil
+}
+
+// Capability numbers (linux/capability.h).
+const (
+	capNetAdmin = 12
+	capBPF      = 39
+)
+
+// prepareGuard mounts what the egress guard needs (cgroup2 and bpffs, when
+// gokrazy has not), makes the program's cgroup and pin directory its own,
+// and returns the cgroup's directory fd for starting the program in it.
+func prepareGuard(cgroup, pins string, uid, gid uint32) (int, error) {
+	root := filepath.Dir(cgroup)
+	if !mounted(root, "cgroup2") {
+		if err := syscall.Mount("cgroup2", root, "cgroup2", 0, ""); err != nil {
+			return -1, fmt.Errorf("mount cgroup2 at %s: %w", root, err)
+		}
+	}
+	bpffs := filepath.Dir(pins)
+	if !mounted(bpffs, "bpf") {
+		if err := syscall.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
+			return -1, fmt.Errorf("mount bpffs at %s: %w", bpffs, err)
+		}
+	}
+	for _, dir := range []string{cgroup, pins} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return -1, err
+		}
+		if err := os.Chown(dir, int(uid), int(gid)); err != nil {
+			return -1, err
+		}
+	}
+	return syscall.Open(cgroup, syscall.O_DIRECTORY|syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+}
+
+// mounted reports whether a file system of type fstype is mounted at dir.
+func mounted(dir, fstype string) bool {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f := strings.Fields(pre)
+		if ok && len(f) >= 5 && f[4] == dir && strings.HasPrefix(post, fstype+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // own makes dir and gives everything under it to uid:gid, so data written by
