@@ -551,6 +551,7 @@ type Status struct {
 	LeaderID     string
 	LeaderKnown  bool
 	LastContact  time.Time // with the leader; zero on the leader
+	Opened       time.Time // when this office started watching its peers
 	AppliedIndex uint64
 	Voters       int
 	Servers      []ServerStatus
@@ -574,6 +575,7 @@ func (c *Cluster) Status() Status {
 		LeaderKnown:  addr != "",
 		AppliedIndex: r.AppliedIndex(),
 		Members:      c.members.Members(),
+		Opened:       c.opened,
 	}
 	if r.State() != raft.Leader {
 		st.LastContact = r.LastContact()

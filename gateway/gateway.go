@@ -405,7 +405,9 @@ func (g *Gateway) Status(ctx context.Context) (web.Status, error) {
 		if st.Index.LastError != "" {
 			st.Problems = append(st.Problems, "Uploading to the index failed: "+st.Index.LastError+". Releases wait in the cluster and are retried.")
 		}
-		if !st.Cluster.LeaderKnown {
+		// A first election takes a few election timeouts: only then is a
+		// missing leader a problem worth a red banner and a failing /healthz.
+		if !st.Cluster.LeaderKnown && now.Sub(c.Status().Opened) > 4*g.cfg.Cluster.ElectionTimeout.Duration {
 			st.Problems = append(st.Problems, "No cluster leader is reachable: this office keeps counting and catches up when the link is back.")
 		}
 	}

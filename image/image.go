@@ -192,14 +192,30 @@ var Tools = []string{"mformat", "mmd", "mcopy", "mksquashfs", "mke2fs"}
 // ErrMissingTool is returned (wrapped) when a packer tool is not installed.
 var ErrMissingTool = errors.New("missing packer tool")
 
-// CheckTools reports the first tool of Tools not on $PATH.
+// CheckTools reports the first tool of Tools that cannot be found.
 func CheckTools() error {
 	for _, t := range Tools {
-		if _, err := exec.LookPath(t); err != nil {
+		if _, err := lookTool(t); err != nil {
 			return fmt.Errorf("%w: %s (Debian: apt-get install mtools squashfs-tools e2fsprogs)", ErrMissingTool, t)
 		}
 	}
 	return nil
+}
+
+// lookTool finds a tool on $PATH, or in the sbin directories, which a
+// user's $PATH often lacks (Debian installs mke2fs in /sbin) although
+// these tools need no root to write into a file.
+func lookTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
 }
 
 func moduleDirs(ctx context.Context, moduleDir string, pkgs ...string) ([]string, error) {
@@ -237,7 +253,11 @@ func buildBinaries(ctx context.Context, moduleDir, bin string) error {
 // command runs name with args in dir, SOURCE_DATE_EPOCH set, and returns its
 // stdout; its stderr ends up in the error.
 func command(ctx context.Context, dir string, env []string, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
+	path := name
+	if p, err := lookTool(name); err == nil {
+		path = p
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), fmt.Sprintf("SOURCE_DATE_EPOCH=%d", Epoch), fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", Epoch), "TZ=UTC")
 	cmd.Env = append(cmd.Env, env...)
