@@ -37,6 +37,44 @@ type egress struct {
 	mu    sync.Mutex
 	extra map[string]time.Time // host:port allowed for a while (a join, an enrolment)
 	last  []guard.Dest
+
+	// Names are looked up at most once a resolveTTL: the allowlist is
+	// recomputed every allowInterval, and the page names every address.
+	resolveMu sync.Mutex
+	resolved  map[string]resolvedHost
+}
+
+type resolvedHost struct {
+	addrs []netip.Addr
+	until time.Time
+}
+
+const resolveTTL = time.Minute
+
+// resolve turns a host into addresses: an IP as is, a name through the
+// resolver (which the DNS servers on the allowlist make possible), cached
+// for resolveTTL. A failed lookup is cached too, so an unreachable resolver
+// is not asked twice a second.
+func (e *egress) resolve(host string) []netip.Addr {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.Unmap()}
+	}
+	e.resolveMu.Lock()
+	defer e.resolveMu.Unlock()
+	if r, ok := e.resolved[host]; ok && time.Now().Before(r.until) {
+		return r.addrs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	addrs, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	if e.resolved == nil {
+		e.resolved = map[string]resolvedHost{}
+	}
+	e.resolved[host] = resolvedHost{addrs, time.Now().Add(resolveTTL)}
+	return addrs
 }
 
 // openGuard moves this process into the guarded cgroup and loads the guard.
@@ -210,7 +248,7 @@ func (g *Gateway) allowlist() []guard.Dest {
 		if err != nil {
 			return
 		}
-		for _, a := range resolve(host) {
+		for _, a := range g.egress.resolve(host) {
 			out = append(out, guard.Dest{Addr: a, Port: uint16(p), Proto: proto})
 		}
 	}
@@ -233,24 +271,6 @@ func (g *Gateway) allowlist() []guard.Dest {
 		return strings.Compare(a.Proto, b.Proto)
 	})
 	return slices.Compact(out)
-}
-
-// resolve turns a host into addresses: an IP as is, a name through the
-// resolver (which the DNS servers on the allowlist make possible).
-func resolve(host string) []netip.Addr {
-	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a.Unmap()}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil
-	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
-	}
-	return addrs
 }
 
 func urlHostPort(u string) (string, error) {
@@ -302,16 +322,13 @@ func (g *Gateway) Egress() web.Egress {
 	}
 	out.Active = true
 	names := g.destNames()
-	flows, err := e.g.Ledger()
-	if err != nil {
-		out.Error = err.Error()
-	}
+	flows, ferr := e.g.Ledger()
 	for _, f := range flows {
 		out.Flows = append(out.Flows, web.Flow{Dest: f.Addr.String(), Name: names[f.Addr], Bytes: f.Bytes, Packets: f.Packets, LastSeen: f.LastSeen})
 	}
-	denied, err := e.g.Denied()
-	if err != nil {
-		out.Error = errors.Join(errors.New(out.Error), err).Error()
+	denied, derr := e.g.Denied()
+	if err := errors.Join(ferr, derr); err != nil {
+		out.Error = err.Error()
 	}
 	for _, d := range denied {
 		out.Denied = append(out.Denied, web.Denial{Dest: netip.AddrPortFrom(d.Dest.Addr, d.Dest.Port).String(), Proto: d.Dest.Proto, Count: d.Count, LastSeen: d.LastSeen})
@@ -328,19 +345,19 @@ func (g *Gateway) Egress() web.Egress {
 func (g *Gateway) destNames() map[netip.Addr]string {
 	names := map[netip.Addr]string{}
 	for _, s := range g.dnsServers() {
-		for _, a := range resolve(s) {
+		for _, a := range g.egress.resolve(s) {
 			names[a] = "DNS server"
 		}
 	}
 	for _, s := range g.cfg.Guard.NTP {
-		for _, a := range resolve(s) {
+		for _, a := range g.egress.resolve(s) {
 			names[a] = "time server " + s
 		}
 	}
 	if c, _ := g.replication(); c != nil {
 		for _, hp := range c.PeerAddrs() {
 			if host, _, err := net.SplitHostPort(hp); err == nil {
-				for _, a := range resolve(host) {
+				for _, a := range g.egress.resolve(host) {
 					names[a] = "paired office"
 				}
 			}
@@ -348,7 +365,7 @@ func (g *Gateway) destNames() map[netip.Addr]string {
 		if u, ok := indexURL(c); ok {
 			if hp, err := urlHostPort(u); err == nil {
 				host, _, _ := net.SplitHostPort(hp)
-				for _, a := range resolve(host) {
+				for _, a := range g.egress.resolve(host) {
 					names[a] = "central index"
 				}
 			}

@@ -119,8 +119,9 @@ func (g *Gateway) newMetrics() metrics {
 	if c, r := g.replication(); c != nil {
 		m.plain = append(m.plain, g.clusterMetrics(c)...)
 		m.labelled = g.clusterLabelled(c)
-		m.plain = append(m.plain, releaseMetrics(r)...)
-		m.labelled = append(m.labelled, ledgerLabelled(r)...)
+		st := r.Status() // once per scrape: it reads the whole replica
+		m.plain = append(m.plain, releaseMetrics(st)...)
+		m.labelled = append(m.labelled, ledgerLabelled(st.Ledger)...)
 	}
 	m.labelled = append(m.labelled, g.egressLabelled()...)
 	return m
@@ -185,9 +186,9 @@ func (g *Gateway) clusterLabelled(c *cluster.Cluster) []labelled {
 
 // releaseMetrics describe what left, or waits to leave, for the index:
 // numbers of releases, never counts.
-func releaseMetrics(r *upload.Releaser) metricSet {
+func releaseMetrics(s releaseStatus) metricSet {
 	st := func(f func(s releaseStatus) float64) func() float64 {
-		return func() float64 { return f(r.Status()) }
+		return func() float64 { return f(s) }
 	}
 	return metricSet{
 		{"pulsegate_index_enrolled", "1 when the cluster is enrolled with the central index.", "gauge",
@@ -218,11 +219,11 @@ func releaseMetrics(r *upload.Releaser) metricSet {
 }
 
 // ledgerLabelled is the privacy-loss ledger per office and calendar year.
-func ledgerLabelled(r *upload.Releaser) []labelled {
+func ledgerLabelled(ledger []anon.Total) []labelled {
 	rows := func(f func(t anon.Total) float64) func() []sample {
 		return func() []sample {
 			var out []sample
-			for _, t := range r.Status().Ledger {
+			for _, t := range ledger {
 				out = append(out, sample{label: "site", value: t.Site, year: t.Year, v: f(t)})
 			}
 			return out
@@ -249,8 +250,11 @@ func (g *Gateway) guardMetrics() metricSet {
 		{"pulsegate_guard_denied_total", "Connections and datagrams the guard refused (or, in monitor mode, would have).", "counter",
 			func() float64 {
 				var n uint64
-				for _, d := range g.Egress().Denied {
-					n += d.Count
+				if g.egress != nil && g.egress.g != nil {
+					denied, _ := g.egress.g.Denied()
+					for _, d := range denied {
+						n += d.Count
+					}
 				}
 				return float64(n)
 			}},
@@ -262,8 +266,12 @@ func (g *Gateway) egressLabelled() []labelled {
 	return []labelled{
 		{"pulsegate_egress_bytes_total", "Bytes sent per destination since the guard was loaded.", "counter", func() []sample {
 			var out []sample
-			for _, f := range g.Egress().Flows {
-				out = append(out, sample{label: "dest", value: f.Dest, v: float64(f.Bytes)})
+			if g.egress == nil || g.egress.g == nil {
+				return out
+			}
+			flows, _ := g.egress.g.Ledger()
+			for _, f := range flows {
+				out = append(out, sample{label: "dest", value: f.Addr.String(), v: float64(f.Bytes)})
 			}
 			return out
 		}},

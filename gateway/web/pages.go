@@ -130,7 +130,6 @@ var flashes = map[string]string{
 	"erased":       "This office's local counts are erased.",
 	"setup-done":   "Setup is done. Next: pair this office and approve its boards.",
 	"token":        "A join token is ready for the new office.",
-	"signed-in":    "",
 	"invite-taken": "Your account is ready. Sign in with your new password.",
 }
 
